@@ -1,0 +1,89 @@
+"""One client: receive the global weights, train locally, send back the update.
+
+The same class serves a simulated client (many share one model instance, run one after
+another) and a networked one. Privacy, compression state and algorithm-specific
+corrections plug in as *update hooks*: functions that see the update after training and
+before encoding, in order, and may keep per-client state across rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fedloom.client.context import FitContext, UpdateHook
+from fedloom.client.trainer import LocalTrainer
+from fedloom.compression.codec import Codec
+from fedloom.core.errors import UpdateRejected
+from fedloom.core.message import Message
+from fedloom.core.seeding import derive_seed, generator
+from fedloom.core.tensors import Tensors, state_of, subtract
+from fedloom.data.base import TensorData
+
+
+class Client:
+    def __init__(
+        self,
+        client_id: str,
+        data: TensorData,
+        model: nn.Module,
+        trainer: LocalTrainer,
+        *,
+        seed: int,
+        down: Codec,
+        up: Codec,
+        hooks: Sequence[UpdateHook] = (),
+    ) -> None:
+        self.client_id = client_id
+        self.data = data
+        self.model = model
+        self.trainer = trainer
+        self.seed = seed
+        self.down, self.up = down, up
+        self.hooks = list(hooks)
+        self.state: Tensors = {}
+
+    def handle(self, message: Message) -> Message:
+        if message.kind != "fit":
+            raise UpdateRejected(
+                f"client {self.client_id} cannot handle a {message.kind!r} message"
+            )
+        global_state = self.down.decode(message.payload)
+        load_into(self.model, global_state)
+        ctx = FitContext(
+            self.client_id, message.round, message.meta, global_state, self.state, self.seed
+        )
+        # Every random draw of this fit (shuffling, dropout) depends only on (seed, round,
+        # client), so any client's round can be replayed alone, e.g. after a resume.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "dropout", message.round, self.client_id))
+            gen = generator(self.seed, "shuffle", message.round, self.client_id)
+            ctx.result = self.trainer.train(self.model, self.data, gen, ctx)
+            local = state_of(self.model)
+            update = subtract({name: local[name] for name in global_state}, global_state)
+            for hook in self.hooks:
+                update = hook(update, ctx)
+        meta = {
+            "num_examples": ctx.result.num_examples,
+            "train_loss": ctx.result.loss,
+            "steps": ctx.result.steps,
+            **ctx.meta,
+        }
+        return Message("fit_result", message.round, self.client_id, self.up.encode(update), meta)
+
+
+def load_into(model: nn.Module, tensors: Tensors) -> None:
+    """Copy ``tensors`` into the model's parameters and buffers of the same names, in place."""
+    target = state_of(model)
+    unknown = sorted(set(tensors) - set(target))
+    if unknown:
+        raise UpdateRejected(f"weights name tensors the model does not have: {unknown[:5]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if target[name].shape != value.shape:
+                raise UpdateRejected(
+                    f"{name}: shape {tuple(value.shape)} != model's {tuple(target[name].shape)}"
+                )
+            target[name].copy_(value)

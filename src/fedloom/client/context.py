@@ -1,0 +1,36 @@
+"""What a client's fit knows about itself: shared by the trainer and the update hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedloom.core.tensors import Tensors
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    num_examples: int
+    loss: float
+    """Mean training loss over every example seen this round."""
+    steps: int
+
+
+@dataclass
+class FitContext:
+    client_id: str
+    round: int
+    config: dict[str, Any]
+    """What the server sent with this round (the message's meta)."""
+    global_state: Tensors
+    state: Tensors
+    """This client's persistent state (residuals, control variates); survives rounds."""
+    seed: int
+    result: TrainResult | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Extra fields for the reply's meta."""
+
+
+UpdateHook = Callable[[Tensors, FitContext], Tensors]
+"""Sees the update after local training and before encoding; returns the update to send."""

@@ -1,0 +1,22 @@
+"""Exceptions with messages a user can act on."""
+
+
+class FedloomError(Exception):
+    """Base class of every error fedloom raises on purpose."""
+
+
+class ConfigError(FedloomError):
+    """A configuration is invalid; the message lists every problem at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+class DataError(FedloomError):
+    """A dataset is missing, malformed, or cannot be partitioned as asked."""
+
+
+class UpdateRejected(FedloomError):
+    """A client update failed validation; the round goes on without it."""

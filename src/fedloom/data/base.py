@@ -1,0 +1,207 @@
+"""In-memory datasets: one split as two tensors, and a federated view over a train split.
+
+Federated simulation indexes the same split thousands of times (every client, every round),
+so data lives in two dense tensors and a client is a tensor of indices, never a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from fedloom.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """One split held in memory: ``x`` float32 ``(N, *input_shape)``, ``y`` int64 ``(N,)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
+            raise DataError(
+                f"TensorData needs two torch tensors, got x={type(self.x).__name__}, "
+                f"y={type(self.y).__name__}; use from_torch_dataset() to convert a Dataset"
+            )
+        if self.x.dtype != torch.float32:
+            raise DataError(f"TensorData.x must be float32, got {self.x.dtype}; call x.float()")
+        if self.y.dtype != torch.int64:
+            raise DataError(f"TensorData.y must be int64 labels, got {self.y.dtype}; call y.long()")
+        if self.y.ndim != 1:
+            raise DataError(f"TensorData.y must have shape (N,), got {tuple(self.y.shape)}")
+        if self.x.ndim < 1 or self.x.shape[0] != self.y.shape[0]:
+            raise DataError(
+                f"TensorData.x has shape {tuple(self.x.shape)} but y has {self.y.shape[0]} "
+                "labels; the first dimension of x must be the sample count"
+            )
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: torch.Tensor) -> TensorData:
+        """The samples at ``idx`` (an int64 index tensor), as a new ``TensorData``."""
+        return TensorData(self.x[idx], self.y[idx])
+
+
+@dataclass(frozen=True)
+class FederatedDataset:
+    """A train split divided among clients, plus a centralised held-out test split.
+
+    ``client_indices[k]`` holds the sorted int64 positions in ``train`` owned by client k;
+    the lists are disjoint and together cover ``train`` (checked on construction).
+    """
+
+    train: TensorData
+    test: TensorData
+    client_indices: list[torch.Tensor]
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            _check_split(split_name, split, self.num_classes, self.input_shape)
+        _check_disjoint_cover(self.client_indices, len(self.train))
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.client_indices)
+
+    def client(self, k: int) -> TensorData:
+        """Client ``k``'s local training data."""
+        if not 0 <= k < self.num_clients:
+            raise DataError(f"client {k} does not exist; clients are 0..{self.num_clients - 1}")
+        return self.train.subset(self.client_indices[k])
+
+    def label_histogram(self) -> np.ndarray:
+        """Label counts per client, shape ``(num_clients, num_classes)``, dtype int64."""
+        labels = self.train.y.numpy()
+        rows = [
+            np.bincount(labels[idx.numpy()], minlength=self.num_classes)
+            for idx in self.client_indices
+        ]
+        return np.stack(rows).astype(np.int64)
+
+
+def _check_split(
+    name: str, split: TensorData, num_classes: int, input_shape: tuple[int, ...]
+) -> None:
+    if not isinstance(split, TensorData):
+        raise DataError(f"FederatedDataset.{name} must be a TensorData, got {type(split).__name__}")
+    if tuple(split.x.shape[1:]) != tuple(input_shape):
+        raise DataError(
+            f"{name} inputs have shape {tuple(split.x.shape[1:])} but input_shape is {input_shape}"
+        )
+    if num_classes < 1:
+        raise DataError(f"num_classes must be at least 1, got {num_classes}")
+    if len(split) and (int(split.y.min()) < 0 or int(split.y.max()) >= num_classes):
+        raise DataError(
+            f"{name} labels span {int(split.y.min())}..{int(split.y.max())}, "
+            f"outside 0..{num_classes - 1} (num_classes={num_classes})"
+        )
+
+
+def _check_disjoint_cover(client_indices: list[torch.Tensor], num_train: int) -> None:
+    # Cheap (one sort of N ints) and it catches the worst silent bug in FL simulation:
+    # a sample seen by two clients, or never seen at all.
+    if not client_indices:
+        raise DataError("client_indices is empty: a federated dataset needs at least one client")
+    for k, idx in enumerate(client_indices):
+        if not isinstance(idx, torch.Tensor) or idx.dtype != torch.int64 or idx.ndim != 1:
+            raise DataError(f"client_indices[{k}] must be a 1-D int64 tensor")
+    assigned = torch.cat(client_indices)
+    if assigned.numel() != num_train or not torch.equal(
+        torch.sort(assigned).values, torch.arange(num_train)
+    ):
+        distinct = int(torch.unique(assigned).numel())
+        raise DataError(
+            f"client_indices must be disjoint and cover the train split: {assigned.numel()} "
+            f"indices assigned, {distinct} distinct, train has {num_train} samples"
+        )
+
+
+def from_torch_dataset(ds: Dataset[Any]) -> TensorData:
+    """Materialise a map-style torch ``Dataset`` of ``(x, y)`` pairs as one ``TensorData``.
+
+    A ``TensorDataset`` is converted without iterating; any other dataset is read item by
+    item exactly once. ``x`` is cast to float32 as-is (no rescaling: apply your transforms
+    in the dataset), ``y`` must be an integer class index.
+    """
+    if isinstance(ds, TensorDataset):
+        return _from_tensor_dataset(ds)
+    return _from_items(ds)
+
+
+def _from_tensor_dataset(ds: TensorDataset) -> TensorData:
+    if len(ds.tensors) != 2:
+        raise DataError(f"expected a TensorDataset of (x, y), got {len(ds.tensors)} tensors")
+    x, y = ds.tensors
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise DataError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise DataError(f"labels must have shape (N,), got {tuple(y.shape)}")
+    return TensorData(x.detach().to(torch.float32), y.detach().to(torch.int64))
+
+
+def _from_items(ds: Dataset[Any]) -> TensorData:
+    try:
+        size = len(ds)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise DataError(
+            f"{type(ds).__name__} has no len(); from_torch_dataset needs a map-style Dataset"
+        ) from err
+    if size == 0:
+        raise DataError(f"{type(ds).__name__} is empty")
+    xs: list[torch.Tensor] = []
+    ys: list[int] = []
+    for i in range(size):
+        x, y = _unpack_item(ds[i], i)
+        if xs and x.shape != xs[0].shape:
+            raise DataError(
+                f"item {i} has x of shape {tuple(x.shape)} but item 0 has {tuple(xs[0].shape)}; "
+                "all inputs must share one shape"
+            )
+        xs.append(x)
+        ys.append(y)
+    return TensorData(torch.stack(xs).to(torch.float32), torch.tensor(ys, dtype=torch.int64))
+
+
+def _unpack_item(item: object, i: int) -> tuple[torch.Tensor, int]:
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise DataError(f"item {i} is a {type(item).__name__}, expected a pair (x, y)")
+    return _as_input_tensor(item[0], i), _as_int_label(item[1], i)
+
+
+def _as_input_tensor(x: object, i: int) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach()
+    else:
+        try:
+            array = np.asarray(x)
+        except ValueError as err:  # ragged nested lists
+            raise DataError(f"item {i}: x is not tensor-like ({err})") from err
+        if array.dtype.kind not in "biuf":
+            raise DataError(f"item {i}: x of type {type(x).__name__} is not a numeric tensor")
+        tensor = torch.as_tensor(array.copy())
+    if tensor.is_complex():
+        raise DataError(f"item {i}: x is complex; fedloom inputs are real-valued")
+    return tensor
+
+
+def _as_int_label(y: object, i: int) -> int:
+    value = y
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "iu":
+            raise DataError(f"item {i}: label {y!r} is not a single integer class index")
+        value = value.reshape(()).item()
+    # bool is an int subclass, but a True/False "label" is almost always a bug upstream.
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise DataError(f"item {i}: label {y!r} is not an integer class index")
+    return int(value)

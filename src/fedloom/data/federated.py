@@ -1,0 +1,90 @@
+"""Build a ``FederatedDataset``: load a named dataset (or take the user's tensors) and split it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedloom.core.errors import DataError
+
+# Importing the loader modules registers them in DATASETS.
+from fedloom.data import cifar, digits, idx, synthetic  # noqa: F401
+from fedloom.data.base import FederatedDataset, TensorData
+from fedloom.data.config import DataConfig
+from fedloom.data.partition import partition, scheme_options
+from fedloom.data.registry import get_loader
+
+
+def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDataset:
+    """Load ``cfg.name`` and split its train set among ``num_clients`` clients.
+
+    The scheme is ``cfg.resolved_partition``; the test split stays centralised. The same
+    (cfg, num_clients, seed) always gives the same data and split.
+    """
+    if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
+        raise DataError(f"num_clients must be a positive int, got {num_clients!r}")
+    loaded = get_loader(cfg.name)(cfg, num_clients, seed)
+    scheme = cfg.resolved_partition
+    if scheme == "natural":
+        if loaded.natural_split is None:
+            raise DataError(f"{cfg.name} has no natural split; choose another data.partition")
+        indices = loaded.natural_split
+    else:
+        indices = partition(
+            loaded.train.y, num_clients, scheme, seed, **config_options(cfg, scheme)
+        )
+    return FederatedDataset(
+        train=loaded.train,
+        test=loaded.test,
+        client_indices=indices,
+        num_classes=loaded.num_classes,
+        input_shape=tuple(loaded.train.x.shape[1:]),
+    )
+
+
+def federate_tensors(
+    train: TensorData, test: TensorData, num_clients: int, cfg: DataConfig, seed: int
+) -> FederatedDataset:
+    """Split the user's own ``train`` among clients, keeping ``test`` centralised.
+
+    ``num_classes`` is the largest label in train or test plus one; ``input_shape`` comes
+    from ``train.x``. ``cfg.partition`` picks the scheme (unset means iid); ``cfg.name``,
+    ``dir`` and ``files`` are ignored.
+    """
+    scheme = cfg.partition or "iid"
+    if scheme == "natural":
+        raise DataError(
+            'your own tensors have no natural split; set data.partition to "iid", '
+            '"dirichlet", "shards" or "quantity"'
+        )
+    input_shape = tuple(train.x.shape[1:])
+    if tuple(test.x.shape[1:]) != input_shape:
+        raise DataError(
+            f"train inputs have shape {input_shape} but test inputs {tuple(test.x.shape[1:])}"
+        )
+    indices = partition(train.y, num_clients, scheme, seed, **config_options(cfg, scheme))
+    return FederatedDataset(
+        train=train,
+        test=test,
+        client_indices=indices,
+        num_classes=_infer_num_classes(train, test),
+        input_shape=input_shape,
+    )
+
+
+def config_options(cfg: DataConfig, scheme: str) -> dict[str, Any]:
+    """The config values for the options ``scheme`` takes (matched by name)."""
+    return {
+        name: getattr(cfg, name)
+        for name in scheme_options(scheme)
+        if name in DataConfig.model_fields
+    }
+
+
+def _infer_num_classes(train: TensorData, test: TensorData) -> int:
+    labels = [split.y for split in (train, test) if len(split)]
+    if not labels:
+        raise DataError("both train and test are empty")
+    lowest = min(int(y.min()) for y in labels)
+    if lowest < 0:
+        raise DataError(f"labels must be class indices >= 0, found {lowest}")
+    return max(int(y.max()) for y in labels) + 1

@@ -1,0 +1,221 @@
+"""Assembly: turn a ``FedConfig`` (and optionally a user's model and data) into a run.
+
+This is the only place that knows every component. The server, the clients and the
+transport are built here and then run by the same loop whatever the transport.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fedloom.client.client import Client, load_into
+from fedloom.client.evaluate import evaluate
+from fedloom.config import FedConfig, load_config, to_yaml
+from fedloom.core.errors import ConfigError
+from fedloom.core.seeding import derive_seed
+from fedloom.core.tensors import Tensors, clone, state_of
+from fedloom.data import FederatedDataset, load_federated
+from fedloom.features import FEATURES
+from fedloom.models import build_model
+from fedloom.models.pretrained import load_pretrained
+from fedloom.parts import Parts, default_parts
+from fedloom.report import MetricsLog, plot_metrics, plot_partition, read_metrics
+from fedloom.report.plots import write_partition_table
+from fedloom.server import Checkpoint, Server, load_checkpoint
+from fedloom.server.checkpoint import save_checkpoint
+
+RoundHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model: nn.Module
+    """The model holding the final global weights."""
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def _new_run_dir(config: FedConfig) -> Path:
+    if config.output_dir:
+        return Path(config.output_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{config.data.name}-{config.model.name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+class Experiment:
+    def __init__(
+        self,
+        config: FedConfig,
+        *,
+        model: nn.Module | None = None,
+        data: FederatedDataset | None = None,
+    ) -> None:
+        self.run_dir = _new_run_dir(config)
+        self.config = config.model_copy(update={"output_dir": str(self.run_dir)})
+        self.data = data or load_federated(config.data, config.clients.num, config.seed)
+        if len(self.data.client_indices) != config.clients.num:
+            raise ConfigError(
+                [
+                    f"clients.num is {config.clients.num} but the data has "
+                    f"{len(self.data.client_indices)} client partitions"
+                ]
+            )
+        self.model = model if model is not None else self._build_model()
+        self.parts = default_parts(self.config, self.data, self.model)
+        for feature in FEATURES:
+            feature(self.parts)
+        self.stateful = self.parts.stateful
+        self.server, self.clients = self._build_federation(self.parts)
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.started = time.perf_counter()
+
+    def _build_model(self) -> nn.Module:
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, "init"))
+            model = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes)
+        if cfg.model.checkpoint:
+            load_pretrained(model, cfg.model.checkpoint)
+        return model
+
+    def _build_federation(self, parts: Parts) -> tuple[Server, dict[str, Client]]:
+        cfg = parts.config
+        workspace = copy.deepcopy(parts.model)  # one model instance shared by simulated clients
+        client_data = parts.client_data or parts.data.client
+        clients = {
+            str(k): Client(
+                str(k),
+                client_data(k),
+                workspace,
+                parts.trainer,
+                seed=cfg.seed,
+                down=parts.down,
+                up=parts.up,
+                hooks=parts.client_hooks,
+            )
+            for k in range(cfg.clients.num)
+        }
+        global_state = {n: t for n, t in clone(state_of(parts.model)).items() if parts.trainable(n)}
+        server = Server(
+            global_state=global_state,
+            client_ids=list(clients),
+            strategy=parts.strategy,
+            sampler=parts.sampler,
+            transport=parts.transport({cid: c.handle for cid, c in clients.items()}),
+            down=parts.down,
+            up=parts.up,
+            evaluate=self._evaluate,
+            eval_every=cfg.eval_every,
+        )
+        server.guards.extend(parts.guards)
+        server.metric_sources.extend(parts.metric_sources)
+        return server, clients
+
+    def _evaluate(self, state: Tensors) -> tuple[float, float]:
+        load_into(self.model, state)
+        return evaluate(self.model, self.data.test)
+
+    # -- run directory -------------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
+        histogram = self.data.label_histogram()
+        write_partition_table(histogram, self.run_dir / "partition.csv")
+        plot_partition(histogram, self.run_dir / "partition.png")
+
+    def _checkpoint(self, server: Server, metrics: dict[str, Any]) -> None:
+        tensors, rest = server.strategy.state_dict()
+        client_states = {cid: c.state for cid, c in self.clients.items() if c.state}
+        save_checkpoint(
+            self.run_dir / "checkpoint",
+            Checkpoint(
+                server.round,
+                server.global_state,
+                tensors,
+                rest,
+                client_states,
+                extra={key: part.state_dict() for key, part in self.stateful.items()},
+            ),
+        )
+
+    def restore(self) -> int:
+        """Load the run directory's checkpoint; returns the round it was taken after."""
+        ckpt = load_checkpoint(self.run_dir / "checkpoint")
+        self.server.global_state = ckpt.global_state
+        self.server.strategy.load_state_dict(ckpt.strategy_tensors, ckpt.strategy_rest)
+        for cid, state in ckpt.client_states.items():
+            self.clients[cid].state = state
+        for key, part in self.stateful.items():
+            part.load_state_dict(ckpt.extra[key])
+        self.server.round = ckpt.round
+        self.metrics_log.truncate_after(ckpt.round)
+        return ckpt.round
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, on_round: RoundHook | None = None) -> RunResult:
+        if self.server.round == 0:
+            self._prepare_run_dir()
+        self.server.callbacks = [lambda s, m: self.metrics_log.append(m), self._checkpoint]
+        if on_round is not None:
+            self.server.callbacks.append(lambda s, m: on_round(m))
+        final = self.server.run(self.config.rounds)
+        load_into(self.model, final)
+        save_file({n: t.contiguous() for n, t in final.items()}, self.run_dir / "model.safetensors")
+        metrics = read_metrics(self.metrics_log.path)
+        summary = self._summary(metrics)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_metrics(metrics, self.run_dir)
+        return RunResult(self.run_dir, self.model, metrics, summary)
+
+    def _summary(self, metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        accuracies = [m["test_accuracy"] for m in metrics if m["test_accuracy"] is not None]
+        last = metrics[-1] if metrics else {}
+        return {
+            "rounds": len(metrics),
+            "final_test_accuracy": last.get("test_accuracy"),
+            "final_test_loss": last.get("test_loss"),
+            "best_test_accuracy": max(accuracies, default=None),
+            "total_bytes_up": sum(m["bytes_up"] for m in metrics),
+            "total_bytes_down": sum(m["bytes_down"] for m in metrics),
+            "rounds_wall_s": sum(m["wall_s"] for m in metrics),
+            "num_parameters": sum(t.numel() for t in self.server.global_state.values()),
+            "stopped_early": self.server.stopped,
+            **self.parts.notes,
+            "run_dir": str(self.run_dir),
+        }
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    model: nn.Module | None = None,
+    data: FederatedDataset | None = None,
+) -> Experiment:
+    """An ``Experiment`` restored from ``run_dir``'s config and checkpoint, ready to ``run()``."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError([f"{run_dir} is not a run directory (no config.yaml)"])
+    config = load_config(config_path, overrides).model_copy(update={"output_dir": str(run_dir)})
+    experiment = Experiment(config, model=model, data=data)
+    experiment.restore()
+    return experiment

@@ -1,0 +1,1 @@
+"""Federated fine-tuning: which parameters train, are sent and aggregated."""

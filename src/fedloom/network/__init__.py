@@ -1,0 +1,1 @@
+"""Networked federation over gRPC: server and client processes."""

@@ -1,0 +1,66 @@
+"""PNG plots of a run and of its data partition (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(m["round"], m[key]) for m in metrics if m.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_metrics(metrics: Sequence[dict[str, Any]], directory: Path) -> list[Path]:
+    """``accuracy.png`` and ``loss.png`` against round."""
+    written = []
+    for name, keys in (("accuracy", ["test_accuracy"]), ("loss", ["test_loss", "train_loss"])):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            ax.plot(*_series(metrics, key), marker=".", label=key)
+        ax.set_xlabel("round")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = directory / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_partition_table(histogram: np.ndarray, path: Path) -> None:
+    """CSV: one row per client, one column per class, plus the client's total."""
+    classes = histogram.shape[1]
+    header = "client," + ",".join(f"class_{c}" for c in range(classes)) + ",total\n"
+    rows = [
+        f"{k}," + ",".join(str(int(v)) for v in row) + f",{int(row.sum())}\n"
+        for k, row in enumerate(histogram)
+    ]
+    path.write_text(header + "".join(rows))
+
+
+def plot_partition(histogram: np.ndarray, path: Path) -> None:
+    """Heatmap of label counts: one row per class, one column per client.
+
+    A heatmap stays readable (and fast to draw) for hundreds of clients, where stacked
+    bars turn into thousands of patches.
+    """
+    clients, classes = histogram.shape
+    fig, ax = plt.subplots(figsize=(min(max(6.0, clients * 0.08), 16), 1.5 + classes * 0.3))
+    image = ax.imshow(histogram.T, aspect="auto", interpolation="nearest", cmap="viridis")
+    fig.colorbar(image, ax=ax, label="samples")
+    ax.set_xlabel("client")
+    ax.set_ylabel("class")
+    ax.set_title(f"label histogram of {clients} clients")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Robust aggregation and simulated attacks."""

@@ -1,0 +1,143 @@
+"""The round loop. It reaches clients only through Messages and a transport."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedloom.compression.codec import Codec
+from fedloom.core.errors import UpdateRejected
+from fedloom.core.message import Message
+from fedloom.core.tensors import Tensors
+from fedloom.server.sampler import Sampler
+from fedloom.server.strategy import Strategy
+from fedloom.server.validate import UpdateSpec, check_update
+from fedloom.transport.base import Failure, Transport
+from fedloom.transport.wire import frame_size
+
+log = logging.getLogger(__name__)
+
+Evaluator = Callable[[Tensors], tuple[float, float]]
+"""Global weights -> (test loss, test accuracy)."""
+
+RoundCallback = Callable[["Server", dict[str, Any]], None]
+"""Called after each round with the server and that round's metrics line."""
+
+RoundGuard = Callable[[int], "str | None"]
+"""Called before round r; a returned reason stops the run cleanly (e.g. a privacy budget)."""
+
+MetricSource = Callable[[int], dict[str, Any]]
+"""Extra fields for round r's metrics line (e.g. epsilon and delta)."""
+
+
+@dataclass
+class RoundTally:
+    """What came back in one round, before it becomes a metrics line."""
+
+    bytes_up: int = 0
+    loss_sum: float = 0.0
+    examples: int = 0
+    failed: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+class Server:
+    def __init__(
+        self,
+        *,
+        global_state: Tensors,
+        client_ids: Sequence[str],
+        strategy: Strategy,
+        sampler: Sampler,
+        transport: Transport,
+        down: Codec,
+        up: Codec,
+        evaluate: Evaluator | None = None,
+        eval_every: int = 1,
+        max_update_bytes: int = 2**31,
+    ) -> None:
+        self.global_state = global_state
+        self.client_ids = list(client_ids)
+        self.strategy = strategy
+        self.sampler = sampler
+        self.transport = transport
+        self.down, self.up = down, up
+        self.evaluate = evaluate
+        self.eval_every = eval_every
+        self.spec = UpdateSpec.of(global_state, max_update_bytes)
+        self.callbacks: list[RoundCallback] = []
+        self.guards: list[RoundGuard] = []
+        self.metric_sources: list[MetricSource] = []
+        self.round = 0
+        self.stopped: str | None = None
+        strategy.start(global_state)
+
+    def run(self, rounds: int) -> Tensors:
+        """Run rounds ``self.round + 1 .. rounds``; a resumed server continues where it was."""
+        while self.round < rounds:
+            reasons = [r for guard in self.guards if (r := guard(self.round + 1))]
+            if reasons:
+                self.stopped = "; ".join(reasons)
+                log.warning("stopping before round %d: %s", self.round + 1, self.stopped)
+                break
+            metrics = self.run_round(self.round + 1, last=self.round + 1 == rounds)
+            self.round += 1
+            for callback in self.callbacks:
+                callback(self, metrics)
+        return self.global_state
+
+    def run_round(self, rnd: int, last: bool = False) -> dict[str, Any]:
+        start = time.perf_counter()
+        sampled = [self.client_ids[k] for k in self.sampler.sample(rnd)]
+        payload = self.down.encode(self.global_state)
+        config = self.strategy.fit_config(rnd)
+        messages = {cid: Message("fit", rnd, "server", payload, config) for cid in sampled}
+        bytes_down = sum(frame_size(m) for m in messages.values())
+        aggregator = self.strategy.new_aggregator()
+        tally = RoundTally()
+        for cid, reply in self.transport.exchange(messages):
+            if isinstance(reply, Failure):
+                tally.failed.append(cid)
+                continue
+            tally.bytes_up += frame_size(reply)
+            try:
+                update = check_update(reply, rnd, cid, self.spec, self.up)
+            except UpdateRejected as why:
+                log.warning("round %d: rejected update from %s: %s", rnd, cid, why)
+                tally.rejected[cid] = str(why)
+                continue
+            aggregator.add(cid, update, reply.meta)
+            n = int(reply.meta["num_examples"])
+            tally.loss_sum += float(reply.meta.get("train_loss", 0.0)) * n
+            tally.examples += n
+        if aggregator.count:
+            self.global_state = self.strategy.apply(self.global_state, aggregator.result())
+        else:
+            log.warning("round %d: no valid update arrived; the global model is unchanged", rnd)
+        return self._metrics(rnd, last, aggregator.count, bytes_down, tally, start)
+
+    def _metrics(
+        self, rnd: int, last: bool, count: int, bytes_down: int, tally: RoundTally, start: float
+    ) -> dict[str, Any]:
+        test_loss = test_accuracy = None
+        if self.evaluate is not None and (last or rnd % self.eval_every == 0):
+            test_loss, test_accuracy = self.evaluate(self.global_state)
+        extra: dict[str, Any] = {}
+        for source in self.metric_sources:
+            extra.update(source(rnd))
+        return {
+            "round": rnd,
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
+            "train_loss": tally.loss_sum / tally.examples if tally.examples else None,
+            "num_clients": count,
+            "num_failed": len(tally.failed),
+            "num_rejected": len(tally.rejected),
+            "bytes_up": tally.bytes_up,
+            "bytes_down": bytes_down,
+            "wall_s": time.perf_counter() - start,
+            **extra,
+        }

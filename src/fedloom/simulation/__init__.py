@@ -1,0 +1,1 @@
+"""Simulated devices: compute speed, bandwidth, availability, round deadlines."""

@@ -1,0 +1,26 @@
+"""Simulation as a transport: clients are callables in this process, run one after another."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+from fedloom.core.message import Message
+from fedloom.transport.base import Failure, Reply
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], Message]
+
+
+class InProcessTransport:
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self.handlers = handlers
+
+    def exchange(self, messages: Mapping[str, Message]) -> Iterator[Reply]:
+        for cid, message in messages.items():
+            try:
+                yield cid, self.handlers[cid](message)
+            except Exception as error:  # a failing client must never stop the round
+                log.warning("client %s failed in round %d: %r", cid, message.round, error)
+                yield cid, Failure(cid, f"{type(error).__name__}: {error}")
