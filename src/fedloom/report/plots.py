@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -26,6 +27,7 @@ def plot_metrics(metrics: Sequence[dict[str, Any]], directory: Path) -> list[Pat
         for key in keys:
             ax.plot(*_series(metrics, key), marker=".", label=key)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()

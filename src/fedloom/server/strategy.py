@@ -29,7 +29,10 @@ class StrategyConfig(BaseModel):
 
 
 class Aggregator(Protocol):
-    count: int
+    @property
+    def count(self) -> int:
+        """Updates added so far."""
+        ...
 
     def add(
         self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]

@@ -55,6 +55,7 @@ def check_update(
             raise UpdateRejected(f"{name}: shape {tuple(t.shape)} != {spec.shapes[name]}")
         if t.dtype != spec.dtypes[name]:
             raise UpdateRejected(f"{name}: dtype {t.dtype} != {spec.dtypes[name]}")
-        if not bool(torch.isfinite(t).all()):
+        # min and max propagate NaN and expose ±inf: two reductions, no temporary mask
+        if t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
             raise UpdateRejected(f"{name}: contains NaN or infinite values")
     return update

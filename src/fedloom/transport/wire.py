@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
@@ -20,8 +21,12 @@ _KINDS = ("fit", "fit_result", "error")
 
 
 def _header(message: Message) -> bytes:
-    header = {"kind": message.kind, "round": message.round, "sender": message.sender}
-    header["meta"] = message.meta
+    header: dict[str, Any] = {
+        "kind": message.kind,
+        "round": message.round,
+        "sender": message.sender,
+        "meta": message.meta,
+    }
     return json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
 
 
