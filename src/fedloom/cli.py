@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedloom.config import load_config
 from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.experiment import Experiment, RunResult, resume
+from fedloom.network.cli import register as register_network
+from fedloom.privacy.cli import register as register_privacy
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, help="Federated learning for PyTorch."
@@ -53,6 +55,8 @@ def _execute(experiment: Experiment) -> RunResult:
                 f"acc {_fmt(m['test_accuracy'])}  loss {_fmt(m['test_loss'])}  "
                 f"train {_fmt(m['train_loss'])}"
             )
+            if m.get("epsilon") is not None:
+                status += f"  ε {m['epsilon']:.3g} (δ {m['delta']:g})"
             progress.update(task, completed=m["round"], status=status)
 
         result = experiment.run(on_round=show)
@@ -103,6 +107,36 @@ def resume_cmd(
         _execute(experiment)
     except FedloomError as error:
         raise _fail(error) from None
+
+
+@app.command()
+def pretrain(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONFIG.yaml] [dotted.key=value ...]", show_default=False),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the safetensors checkpoint.")] = Path(
+        "pretrained.safetensors"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the train split.")] = 5,
+) -> None:
+    """Train a model centrally on a config's data (e.g. data.classes=[0,1,2,3,4]) and save it."""
+    from fedloom.finetune.pretrain import pretrain as run_pretrain
+
+    try:
+        path, overrides = _split(args or [])
+        result = run_pretrain(load_config(path, overrides), out, epochs)
+    except FedloomError as error:
+        raise _fail(error) from None
+    console.print(
+        f"pretrained on {result.num_examples} examples: test accuracy "
+        f"[bold]{result.test_accuracy:.4f}[/] (loss {result.test_loss:.4f})\n"
+        f"checkpoint: {result.path}  (use model.checkpoint={result.path})"
+    )
+
+
+register_network(app)  # server, client, deploy-local, certs (listed after the core commands)
+register_privacy(app)  # audit
 
 
 def main() -> None:

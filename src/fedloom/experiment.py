@@ -178,7 +178,9 @@ class Experiment:
             self.server.callbacks.append(lambda s, m: on_round(m))
         final = self.server.run(self.config.rounds)
         load_into(self.model, final)
-        save_file({n: t.contiguous() for n, t in final.items()}, self.run_dir / "model.safetensors")
+        exported = self.parts.export(self.model) if self.parts.export else final
+        model_path = self.run_dir / "model.safetensors"
+        save_file({n: t.contiguous() for n, t in exported.items()}, model_path)
         metrics = read_metrics(self.metrics_log.path)
         summary = self._summary(metrics)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

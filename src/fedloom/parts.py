@@ -20,6 +20,7 @@ from fedloom.client.client import UpdateHook
 from fedloom.client.trainer import LocalTrainer
 from fedloom.compression.codec import Codec, RawCodec
 from fedloom.config import FedConfig
+from fedloom.core.tensors import Tensors
 from fedloom.data.base import FederatedDataset, TensorData
 from fedloom.server.sampler import Sampler, UniformSampler
 from fedloom.server.server import MetricSource, RoundGuard
@@ -58,6 +59,8 @@ class Parts:
     transport: Callable[[Mapping[str, Handler]], Transport] = InProcessTransport
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts a feature reports for summary.json (e.g. the calibrated noise multiplier)."""
+    export: Callable[[nn.Module], Tensors] | None = None
+    """What the run saves as model.safetensors (default: the final global state)."""
 
 
 def default_parts(config: FedConfig, data: FederatedDataset, model: nn.Module) -> Parts:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedloom.client.context import FitContext, UpdateHook
+from fedloom.client.context import FitContext, UpdateHook, split_aux
 from fedloom.client.trainer import LocalTrainer
-from fedloom.compression.codec import Codec
+from fedloom.compression.codec import Codec, uplink_key
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.seeding import derive_seed, generator
@@ -50,11 +50,12 @@ class Client:
             raise UpdateRejected(
                 f"client {self.client_id} cannot handle a {message.kind!r} message"
             )
-        global_state = self.down.decode(message.payload)
+        global_state, aux = split_aux(self.down.decode(message.payload))
         load_into(self.model, global_state)
         ctx = FitContext(
             self.client_id, message.round, message.meta, global_state, self.state, self.seed
         )
+        ctx.aux = aux
         # Every random draw of this fit (shuffling, dropout) depends only on (seed, round,
         # client), so any client's round can be replayed alone, e.g. after a resume.
         with torch.random.fork_rng(devices=[]):
@@ -71,7 +72,8 @@ class Client:
             "steps": ctx.result.steps,
             **ctx.meta,
         }
-        return Message("fit_result", message.round, self.client_id, self.up.encode(update), meta)
+        payload = self.up.encode(update, uplink_key(message.round, self.client_id))
+        return Message("fit_result", message.round, self.client_id, payload, meta)
 
 
 def load_into(model: nn.Module, tensors: Tensors) -> None:

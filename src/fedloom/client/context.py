@@ -30,6 +30,19 @@ class FitContext:
     result: TrainResult | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     """Extra fields for the reply's meta."""
+    aux: Tensors = field(default_factory=dict)
+    """Extra ``aux/...`` tensors the server sent with the weights."""
+
+
+AUX_PREFIX = "aux/"
+"""Tensors named ``aux/...`` ride along with the weights or the update (e.g. SCAFFOLD's
+control variates); they are never loaded into the model."""
+
+
+def split_aux(tensors: Tensors) -> tuple[Tensors, Tensors]:
+    """``(model tensors, aux tensors)`` of a received payload."""
+    aux = {n: t for n, t in tensors.items() if n.startswith(AUX_PREFIX)}
+    return {n: t for n, t in tensors.items() if n not in aux}, aux
 
 
 UpdateHook = Callable[[Tensors, FitContext], Tensors]

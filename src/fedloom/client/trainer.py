@@ -40,10 +40,17 @@ class TrainConfig(BaseModel):
 
 
 def _batches(
-    n: int, batch: int, steps: int | None, epochs: int, gen: torch.Generator
+    n: int,
+    batch: int,
+    steps: int | None,
+    epochs: int,
+    gen: torch.Generator,
+    budget: int | None = None,
 ) -> Iterator[Tensor]:
     """Index tensors of each minibatch: whole shuffled epochs, or ``steps`` batches across them."""
     total = steps if steps is not None else epochs * math.ceil(n / batch)
+    if budget is not None:
+        total = min(total, budget)
     done = 0
     while done < total:
         order = torch.randperm(n, generator=gen)
@@ -79,7 +86,7 @@ class LocalTrainer:
         batch = cfg.batch_size or n
         model.train()
         loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
-        for idx in _batches(n, batch, cfg.local_steps, cfg.local_epochs, gen):
+        for idx in _batches(n, batch, cfg.local_steps, cfg.local_epochs, gen, _budget(ctx)):
             optimizer.zero_grad(set_to_none=True)
             loss = self.loss(model(data.x[idx]), data.y[idx])
             objective = loss
@@ -93,6 +100,19 @@ class LocalTrainer:
             seen += len(idx)
             steps += 1
         return TrainResult(num_examples=n, loss=float(loss_sum) / max(seen, 1), steps=steps)
+
+
+STEP_BUDGET_KEY = "step_budget"
+"""Message meta key: at most this many local steps this round (a slow device's partial work)."""
+
+
+def _budget(ctx: FitContext | None) -> int | None:
+    value = ctx.config.get(STEP_BUDGET_KEY) if ctx is not None else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{STEP_BUDGET_KEY} must be a positive integer, got {value!r}")
+    return value
 
 
 def _need(ctx: FitContext | None) -> FitContext:

@@ -1,4 +1,9 @@
-"""The codec contract, and the lossless baseline every other codec is measured against."""
+"""The codec contract, the lossless baseline, and the compressing codec built from a spec.
+
+Encoding may be random (stochastic rounding, randk); the caller passes a ``key`` such as
+``("up", round, client)`` and the codec derives its generator from (seed, *key), so an
+encode can be replayed exactly (error feedback does, to learn what the codec dropped).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,24 @@ from safetensors.torch import load, save
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.tensors import Tensors
 
+Key = tuple[object, ...]
+
+
+def uplink_key(rnd: int, client_id: str) -> Key:
+    """The key of a client's update encode in round ``rnd``; shared by client and hooks."""
+    return ("up", rnd, client_id)
+
+
+def downlink_key(rnd: int) -> Key:
+    return ("down", rnd)
+
 
 class Codec(Protocol):
     """Turns named tensors into bytes and back. ``len(encode(t))`` is what crosses the wire."""
 
     name: str
 
-    def encode(self, tensors: Tensors) -> bytes: ...
+    def encode(self, tensors: Tensors, key: Key = ()) -> bytes: ...
 
     def decode(self, data: bytes) -> Tensors: ...
 
@@ -26,7 +42,7 @@ class RawCodec:
 
     name = "none"
 
-    def encode(self, tensors: Tensors) -> bytes:
+    def encode(self, tensors: Tensors, key: Key = ()) -> bytes:
         return save({name: t.contiguous() for name, t in tensors.items()})
 
     def decode(self, data: bytes) -> Tensors:

@@ -43,6 +43,11 @@ class DataConfig(BaseModel):
     min_client_size: int = Field(
         2, ge=0, description="dirichlet redraws until every client has at least this many"
     )
+    classes: list[int] | None = Field(
+        None,
+        description="keep only these labels in train and test (e.g. [5, 6, 7, 8, 9] for a "
+        "shifted fine-tuning task); labels keep their values, so the model's head is unchanged",
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> DataConfig:

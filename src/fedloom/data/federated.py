@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import torch
 
 from fedloom.core.errors import DataError
 
@@ -11,7 +14,7 @@ from fedloom.data import cifar, digits, idx, synthetic  # noqa: F401
 from fedloom.data.base import FederatedDataset, TensorData
 from fedloom.data.config import DataConfig
 from fedloom.data.partition import partition, scheme_options
-from fedloom.data.registry import get_loader
+from fedloom.data.registry import LoadedData, get_loader
 
 
 def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDataset:
@@ -22,7 +25,7 @@ def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDat
     """
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise DataError(f"num_clients must be a positive int, got {num_clients!r}")
-    loaded = get_loader(cfg.name)(cfg, num_clients, seed)
+    loaded = keep_classes(get_loader(cfg.name)(cfg, num_clients, seed), cfg.classes)
     scheme = cfg.resolved_partition
     if scheme == "natural":
         if loaded.natural_split is None:
@@ -39,6 +42,25 @@ def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDat
         num_classes=loaded.num_classes,
         input_shape=tuple(loaded.train.x.shape[1:]),
     )
+
+
+def keep_classes(loaded: LoadedData, classes: list[int] | None) -> LoadedData:
+    """``loaded`` restricted to the labels in ``classes`` (all of them when None)."""
+    if classes is None:
+        return loaded
+    unknown = sorted(set(classes) - set(range(loaded.num_classes)))
+    if unknown:
+        raise DataError(
+            f"data.classes {unknown} are not labels of a {loaded.num_classes}-class dataset"
+        )
+    if loaded.natural_split is not None:
+        raise DataError("data.classes cannot be combined with a dataset's natural split")
+    wanted = torch.tensor(sorted(set(classes)))
+    train, test = (
+        split.subset(torch.isin(split.y, wanted).nonzero().flatten())
+        for split in (loaded.train, loaded.test)
+    )
+    return dataclasses.replace(loaded, train=train, test=test)
 
 
 def federate_tensors(

@@ -4,10 +4,53 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PrivacyMode = Literal["none", "central", "local", "dpsgd"]
+AccountantName = Literal["rdp", "prv"]
 
 
 class PrivacyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["none"] = "none"
+    mode: PrivacyMode = "none"
+    """``central``: user-level DP-FedAvg (trusted server clips, sums, noises);
+    ``local``: each client clips and noises its own update; ``dpsgd``: sample-level
+    DP-SGD inside each client's training (Opacus); ``none``: no privacy."""
+    clip: float = Field(1.0, gt=0)
+    """L2 bound on one client's update (central, local) or one sample's gradient (dpsgd);
+    the initial clip when ``adaptive_clip`` is on."""
+    noise_multiplier: float | None = Field(None, ge=0)
+    """Noise std / clip. Leave unset and give ``target_epsilon`` to calibrate it."""
+    target_epsilon: float | None = Field(None, gt=0)
+    """Calibrate ``noise_multiplier`` so that ε after ``rounds`` rounds is just below this."""
+    delta: float = Field(1e-5, gt=0, lt=1)
+    """δ of the (ε, δ) guarantee; keep it well below 1 / (number of users or samples)."""
+    max_epsilon: float | None = Field(None, gt=0)
+    """Budget: the run stops cleanly before a round that would push ε above this."""
+    accountant: AccountantName = "rdp"
+    """Opacus accountant: ``rdp`` (Rényi DP, default) or ``prv`` (tighter numeric PRV)."""
+    secure_rng: bool = False
+    """Draw privacy noise from the OS's cryptographically secure source (not reproducible)."""
+    adaptive_clip: bool = False
+    """``central`` only: the clip tracks a quantile of update norms (Andrew et al. 2021)."""
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    """Adaptive clipping: the fraction of updates the clip should leave unclipped."""
+    clip_lr: float = Field(0.2, gt=0)
+    """Adaptive clipping: geometric step size η of the clip update."""
+    count_noise_multiplier: float | None = Field(None, gt=0)
+    """Adaptive clipping: std σ_b of the noise on the unclipped count; default
+    expected clients per round / 20 (the paper's choice)."""
+
+    @model_validator(mode="after")
+    def _noise_is_known(self) -> PrivacyConfig:
+        if self.mode == "none":
+            return self
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                f"privacy.mode={self.mode} needs exactly one of privacy.noise_multiplier "
+                "or privacy.target_epsilon"
+            )
+        if self.adaptive_clip and self.mode != "central":
+            raise ValueError("privacy.adaptive_clip is only available with privacy.mode=central")
+        return self

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+AttackKind = Literal["none", "sign_flip", "scale", "gaussian", "label_flip"]
 
 
 class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["none"] = "none"
+    kind: AttackKind = "none"
+    """What attacking clients do: send ``-u`` (sign_flip), ``scale·u`` (scale, model
+    replacement), pure noise N(0, noise_std²) (gaussian), or train on flipped labels
+    ``y -> C-1-y`` (label_flip)."""
+    fraction: float = Field(0.2, ge=0, le=1)
+    """Fraction of clients that attack, chosen once from the run seed."""
+    scale: float = Field(10.0, gt=0)
+    """``scale``: the factor on the attacker's honest update."""
+    noise_std: float = Field(1.0, gt=0)
+    """``gaussian``: standard deviation of each coordinate of the fake update."""

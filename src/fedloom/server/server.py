@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedloom.compression.codec import Codec
+from fedloom.compression.codec import Codec, downlink_key
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
@@ -67,12 +67,15 @@ class Server:
         self.down, self.up = down, up
         self.evaluate = evaluate
         self.eval_every = eval_every
-        self.spec = UpdateSpec.of(global_state, max_update_bytes)
+        expected = {**global_state, **strategy.update_extras(global_state)}
+        self.spec = UpdateSpec.of(expected, max_update_bytes)
         self.callbacks: list[RoundCallback] = []
         self.guards: list[RoundGuard] = []
         self.metric_sources: list[MetricSource] = []
         self.round = 0
         self.stopped: str | None = None
+        self.min_updates = 1
+        """Fewest valid updates a round needs to change the model (networked min_clients)."""
         strategy.start(global_state)
 
     def run(self, rounds: int) -> Tensors:
@@ -92,7 +95,9 @@ class Server:
     def run_round(self, rnd: int, last: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
         sampled = [self.client_ids[k] for k in self.sampler.sample(rnd)]
-        payload = self.down.encode(self.global_state)
+        payload = self.down.encode(
+            {**self.global_state, **self.strategy.downlink_extras()}, downlink_key(rnd)
+        )
         config = self.strategy.fit_config(rnd)
         messages = {cid: Message("fit", rnd, "server", payload, config) for cid in sampled}
         bytes_down = sum(frame_size(m) for m in messages.values())
@@ -105,18 +110,23 @@ class Server:
             tally.bytes_up += frame_size(reply)
             try:
                 update = check_update(reply, rnd, cid, self.spec, self.up)
+                aggregator.add(cid, update, reply.meta)  # may reject meta it needs (FedNova)
             except UpdateRejected as why:
                 log.warning("round %d: rejected update from %s: %s", rnd, cid, why)
                 tally.rejected[cid] = str(why)
                 continue
-            aggregator.add(cid, update, reply.meta)
             n = int(reply.meta["num_examples"])
             tally.loss_sum += float(reply.meta.get("train_loss", 0.0)) * n
             tally.examples += n
-        if aggregator.count:
+        if aggregator.count >= max(1, self.min_updates) or self.strategy.always_apply:
             self.global_state = self.strategy.apply(self.global_state, aggregator.result())
         else:
-            log.warning("round %d: no valid update arrived; the global model is unchanged", rnd)
+            log.warning(
+                "round %d: %d valid update(s), %d needed; the global model is unchanged",
+                rnd,
+                aggregator.count,
+                max(1, self.min_updates),
+            )
         return self._metrics(rnd, last, aggregator.count, bytes_down, tally, start)
 
     def _metrics(

@@ -11,11 +11,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedloom.core.registry import Registry
 from fedloom.core.tensors import Tensors
 from fedloom.server.aggregate import WeightedSum
 from fedloom.server.optimizer import OptimizerFactory, ServerOptimizer
 
-StrategyName = Literal["fedavg", "fedavgm"]
+StrategyName = Literal[
+    "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold", "fednova"
+]
+AggregatorName = Literal["mean", "median", "trimmed_mean", "krum", "multikrum", "norm_bound"]
 
 
 class StrategyConfig(BaseModel):
@@ -26,6 +30,24 @@ class StrategyConfig(BaseModel):
     """Server learning rate on the pseudo-gradient (1.0 is plain FedAvg)."""
     server_momentum: float = Field(0.9, ge=0, lt=1)
     """Server momentum, used by ``fedavgm``."""
+    beta1: float = Field(0.9, ge=0, lt=1)
+    """First-moment decay of ``fedadam``/``fedyogi``/``fedadagrad`` (Reddi et al. 2021)."""
+    beta2: float = Field(0.99, ge=0, lt=1)
+    """Second-moment decay of ``fedadam``/``fedyogi``."""
+    tau: float = Field(1e-3, gt=0)
+    """Adaptivity: added to sqrt(v) in the adaptive server optimizers."""
+    mu: float = Field(0.01, ge=0)
+    """FedProx proximal weight: each client minimises loss + mu/2 ||w - w_global||^2."""
+    aggregator: AggregatorName = "mean"
+    """How updates are combined: the weighted mean, or a robust rule (holds every update)."""
+    trim_beta: float = Field(0.1, ge=0, lt=0.5)
+    """``trimmed_mean``: fraction of updates cut at each end, per coordinate."""
+    krum_f: int = Field(1, ge=0)
+    """``krum``/``multikrum``: number of Byzantine clients tolerated."""
+    multikrum_m: int | None = Field(None, ge=1)
+    """``multikrum``: updates averaged (default: n - f)."""
+    norm_bound: float = Field(1.0, gt=0)
+    """``norm_bound``: each update's L2 norm is clipped to this before averaging."""
 
 
 class Aggregator(Protocol):
@@ -61,6 +83,9 @@ class SampleWeightedMean:
 class Strategy:
     """Aggregate, then apply: ``new_aggregator()`` per round and a server optimizer step."""
 
+    always_apply = False
+    """Apply even a round with no valid update (DP: an empty round still releases noise)."""
+
     def __init__(
         self,
         name: str,
@@ -77,6 +102,14 @@ class Strategy:
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
         """Extra instructions sent to every client this round (none for FedAvg)."""
+        return {}
+
+    def downlink_extras(self) -> Tensors:
+        """Extra named tensors sent with the global weights (e.g. SCAFFOLD's control c)."""
+        return {}
+
+    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
+        """Templates (name, shape, dtype) of extra tensors every update must carry."""
         return {}
 
     def new_aggregator(self) -> Aggregator:
@@ -102,11 +135,37 @@ def _sgd(lr: float, momentum: float = 0.0) -> OptimizerFactory:
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
-_STRATEGIES: dict[str, Callable[[StrategyConfig], Strategy]] = {
-    "fedavg": lambda c: Strategy("fedavg", _sgd(c.server_lr)),
-    "fedavgm": lambda c: Strategy("fedavgm", _sgd(c.server_lr, c.server_momentum)),
-}
+AggregatorFactory = Callable[[], Aggregator]
+
+_AGGREGATORS: Registry[Callable[[StrategyConfig], AggregatorFactory]] = Registry(
+    "strategy.aggregator", {"mean": lambda c: SampleWeightedMean}
+)
+
+
+def register_aggregator(name: str, build: Callable[[StrategyConfig], AggregatorFactory]) -> None:
+    """Make ``strategy.aggregator=<name>`` use ``build(config)`` as the per-round factory."""
+    _AGGREGATORS.register(name, build)
+
+
+def aggregator_for(config: StrategyConfig) -> AggregatorFactory:
+    return _AGGREGATORS.get(config.aggregator)(config)
+
+
+_STRATEGIES: Registry[Callable[[StrategyConfig], Strategy]] = Registry(
+    "strategy.name",
+    {
+        "fedavg": lambda c: Strategy("fedavg", _sgd(c.server_lr), aggregator_for(c)),
+        "fedavgm": lambda c: Strategy(
+            "fedavgm", _sgd(c.server_lr, c.server_momentum), aggregator_for(c)
+        ),
+    },
+)
+
+
+def register_strategy(name: str, factory: Callable[[StrategyConfig], Strategy]) -> None:
+    """Make ``strategy.name=<name>`` build ``factory(config)`` (packages register on import)."""
+    _STRATEGIES.register(name, factory)
 
 
 def build_strategy(config: StrategyConfig) -> Strategy:
-    return _STRATEGIES[config.name](config)
+    return _STRATEGIES.get(config.name)(config)

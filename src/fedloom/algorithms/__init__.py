@@ -1,0 +1,1 @@
+"""Federated optimization beyond FedAvg: adaptive server optimizers, FedProx, SCAFFOLD, FedNova."""

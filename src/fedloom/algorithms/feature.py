@@ -1,0 +1,65 @@
+"""The ``algorithms`` feature: the client side of FedProx, SCAFFOLD and FedNova, and the
+checks that need the whole config. Importing this module registers the strategies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedloom.algorithms.fednova import report_normalizer
+from fedloom.algorithms.fedprox import proximal_term
+from fedloom.algorithms.scaffold import ScaffoldStrategy, control_variate_hook, drift_correction
+from fedloom.algorithms.strategies import register_all
+from fedloom.config import FedConfig
+from fedloom.core.errors import ConfigError
+from fedloom.parts import Parts
+
+register_all()
+
+
+def _fedprox(parts: Parts) -> None:
+    parts.trainer.penalties.append(proximal_term(parts.config.strategy.mu))
+
+
+def _scaffold(parts: Parts) -> None:
+    train = parts.config.train
+    parts.trainer.grad_hooks.append(drift_correction)
+    # appended last, after privacy and compression: Δc_i is computed from the update the
+    # server will actually apply, and those hooks never see the aux tensors
+    parts.client_hooks.append(control_variate_hook(train.lr, train.momentum))
+    if isinstance(parts.strategy, ScaffoldStrategy):  # assembly time, never in the round loop
+        parts.strategy.population = parts.config.clients.num
+
+
+def _fednova(parts: Parts) -> None:
+    parts.client_hooks.append(report_normalizer(parts.config.train.momentum))
+
+
+CLIENT_SIDE: dict[str, Callable[[Parts], None]] = {
+    "fedprox": _fedprox,
+    "scaffold": _scaffold,
+    "fednova": _fednova,
+}
+
+
+def check_aggregator(cfg: FedConfig) -> list[str]:
+    """Problems a robust aggregator has with this many clients per round."""
+    s, n = cfg.strategy, cfg.clients.per_round
+    problems = []
+    if s.aggregator in ("krum", "multikrum") and n < 2 * s.krum_f + 3:
+        problems.append(
+            f"strategy.krum_f: Krum tolerating f={s.krum_f} needs clients.per_round >= "
+            f"2f+3 = {2 * s.krum_f + 3}, got {n}"
+        )
+    if s.aggregator == "multikrum" and s.multikrum_m is not None and s.multikrum_m > n:
+        problems.append(f"strategy.multikrum_m ({s.multikrum_m}) exceeds clients.per_round ({n})")
+    return problems
+
+
+def apply_algorithms(parts: Parts) -> None:
+    problems = check_aggregator(parts.config)
+    if problems:
+        raise ConfigError(problems)
+    setup = CLIENT_SIDE.get(parts.config.strategy.name)
+    if setup is not None:
+        setup(parts)

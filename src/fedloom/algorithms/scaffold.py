@@ -1,0 +1,149 @@
+"""SCAFFOLD (Karimireddy et al. 2020): control variates that cancel client drift.
+
+The server keeps a control ``c`` and every client ``i`` its own ``c_i``. Each local SGD
+step follows ``g + c − c_i`` instead of ``g`` (a ``LocalTrainer`` grad hook). After K local
+steps with learning rate η from the global ``x`` to ``y_i``, option II of the paper sets
+
+    c_i⁺ = c_i − c + (x − y_i) / (K·η),      Δc_i = c_i⁺ − c_i
+
+and the server, after averaging the ``Δc_i`` of the S clients that reported out of N,
+
+    c ← c + (S/N) · mean(Δc_i).
+
+``c`` travels down as ``aux/scaffold_c/<name>`` next to the weights; ``Δc_i`` travels up
+as ``aux/scaffold_dc/<name>`` next to the update, declared to the server's validator
+through ``Strategy.update_extras``. ``c_i`` lives in the client's persistent state (and so
+in the checkpoint), ``c`` in the strategy's ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fedloom.algorithms.fednova import step_normalizer
+from fedloom.client.context import AUX_PREFIX, FitContext, UpdateHook
+from fedloom.core.tensors import Tensors
+from fedloom.server.optimizer import OptimizerFactory
+from fedloom.server.strategy import Aggregator, AggregatorFactory, Strategy
+
+C_DOWN = f"{AUX_PREFIX}scaffold_c/"
+DC_UP = f"{AUX_PREFIX}scaffold_dc/"
+C_CLIENT = "scaffold_ci/"
+C_SERVER = "scaffold_c/"
+
+
+def client_control_update(
+    c_i: Tensor, c: Tensor, update: Tensor, steps: float, lr: float
+) -> tuple[Tensor, Tensor]:
+    """Option II: ``(c_i⁺, Δc_i)`` from the local update ``y_i − x`` after ``steps`` steps.
+
+    With local momentum ρ pass the effective step count ``Σ_t (1−ρ^t)/(1−ρ)`` instead of K:
+    the displacement of K momentum steps along a fixed gradient g is that count times η·g.
+    """
+    new = c_i - c - update / (steps * lr)
+    return new, new - c_i
+
+
+def server_control_update(c: Tensor, mean_dc: Tensor, reported: int, population: int) -> Tensor:
+    """``c + (S/N)·mean(Δc_i)``."""
+    return c + mean_dc * (reported / population)
+
+
+class _Counting:
+    """Delegates to an aggregator and tells the strategy how many updates it took."""
+
+    def __init__(self, inner: Aggregator, strategy: ScaffoldStrategy) -> None:
+        self.inner, self.strategy = inner, strategy
+
+    @property
+    def count(self) -> int:
+        return self.inner.count
+
+    def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+        self.inner.add(client_id, update, meta)
+        self.strategy.reported = self.inner.count
+
+    def result(self) -> Tensors:
+        return self.inner.result()
+
+
+class ScaffoldStrategy(Strategy):
+    def __init__(self, optimizer: OptimizerFactory, aggregator: AggregatorFactory) -> None:
+        super().__init__("scaffold", optimizer, aggregator)
+        self.c: Tensors = {}
+        self.population: int | None = None
+        """N in ``S/N``; the algorithms feature sets it to ``clients.num``."""
+        self.reported = 0
+
+    def start(self, global_state: Mapping[str, Tensor]) -> None:
+        super().start(global_state)
+        self.c = {n: torch.zeros_like(t) for n, t in global_state.items()}
+
+    def downlink_extras(self) -> Tensors:
+        return {C_DOWN + n: t for n, t in self.c.items()}
+
+    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
+        return {DC_UP + n: torch.zeros_like(t) for n, t in global_state.items()}
+
+    def new_aggregator(self) -> Aggregator:
+        self.reported = 0
+        return _Counting(super().new_aggregator(), self)
+
+    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
+        if self.reported == 0:
+            raise ValueError("SCAFFOLD: apply() needs the round's aggregate of at least one update")
+        population = self.population or self.reported  # unknown N: full participation
+        for name in self.c:
+            self.c[name] = server_control_update(
+                self.c[name], aggregate[DC_UP + name], self.reported, population
+            )
+        delta = {n: t for n, t in aggregate.items() if not n.startswith(AUX_PREFIX)}
+        return super().apply(global_state, delta)
+
+    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
+        tensors, rest = super().state_dict()
+        return {**tensors, **{C_SERVER + n: t.clone() for n, t in self.c.items()}}, rest
+
+    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
+        self.c = {
+            n[len(C_SERVER) :]: t.clone() for n, t in tensors.items() if n.startswith(C_SERVER)
+        }
+        opt = {n: t for n, t in tensors.items() if not n.startswith(C_SERVER)}
+        super().load_state_dict(opt, rest)
+
+
+def _client_control(ctx: FitContext, name: str, like: Tensor) -> Tensor:
+    return ctx.state.get(C_CLIENT + name, torch.zeros_like(like))
+
+
+def drift_correction(model: nn.Module, ctx: FitContext) -> None:
+    """Grad hook: ``g ← g + c − c_i`` for every parameter the server controls."""
+    for name, param in model.named_parameters():
+        c = ctx.aux.get(C_DOWN + name)
+        if c is None or param.grad is None:
+            continue
+        param.grad.add_(c - _client_control(ctx, name, c))
+
+
+def control_variate_hook(lr: float, momentum: float = 0.0) -> UpdateHook:
+    """Update hook: refresh ``c_i`` in the client's state and attach ``Δc_i`` to the update."""
+
+    def hook(update: Tensors, ctx: FitContext) -> Tensors:
+        if ctx.result is None or ctx.result.steps == 0:
+            raise ValueError("SCAFFOLD needs at least one local step to update c_i")
+        steps = step_normalizer(ctx.result.steps, momentum)
+        out = dict(update)
+        for name, delta in update.items():
+            c = ctx.aux.get(C_DOWN + name)
+            if c is None:
+                raise ValueError(f"SCAFFOLD: the server sent no control variate for {name}")
+            new, dc = client_control_update(_client_control(ctx, name, c), c, delta, steps, lr)
+            ctx.state[C_CLIENT + name] = new
+            out[DC_UP + name] = dc
+        return out
+
+    return hook

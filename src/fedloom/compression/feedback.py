@@ -1,0 +1,41 @@
+"""Error feedback (Seide et al. 2014; Karimireddy et al. 2019) for a lossy uplink codec.
+
+The client adds last round's residual to its update, and keeps as the new residual what
+the codec will drop this time: ``sent + new_residual == update + old_residual``. It finds
+``sent`` by replaying the very encode the client is about to do (same codec, same key,
+hence the same random draws), so nothing about the codec's internals leaks in here.
+The residual lives in the client's persistent state, which the checkpoint saves.
+"""
+
+from __future__ import annotations
+
+from fedloom.client.context import FitContext
+from fedloom.compression.codec import Codec, uplink_key
+from fedloom.core.tensors import Tensors
+
+RESIDUAL_PREFIX = "compression.residual."
+
+
+class ErrorFeedback:
+    """An update hook; it must run last, right before the uplink encode."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+
+    def __call__(self, update: Tensors, ctx: FitContext) -> Tensors:
+        corrected = {
+            name: u + ctx.state[RESIDUAL_PREFIX + name]
+            if RESIDUAL_PREFIX + name in ctx.state
+            else u
+            for name, u in update.items()
+        }
+        sent = self.codec.decode(self.codec.encode(corrected, uplink_key(ctx.round, ctx.client_id)))
+        for name, value in corrected.items():
+            ctx.state[RESIDUAL_PREFIX + name] = value - sent[name]
+        return corrected
+
+
+def residual_of(state: Tensors) -> Tensors:
+    """The residuals in a client's state, by tensor name."""
+    n = len(RESIDUAL_PREFIX)
+    return {k[n:]: v for k, v in state.items() if k.startswith(RESIDUAL_PREFIX)}

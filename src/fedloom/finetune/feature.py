@@ -1,0 +1,43 @@
+"""The fine-tuning feature: freeze all but the selected parameters, and export the result.
+
+Only the selected tensors are in the server's global state, so only they are sent down,
+trained, clipped, noised, compressed and sent up; each simulated client keeps the frozen
+rest from its own copy of the pretrained model (``requires_grad`` is off, so no optimizer
+step, momentum or weight decay ever touches them). The run's ``model.safetensors`` is the
+whole model, with LoRA adapters merged into their layers.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fedloom.core.tensors import Tensors, state_of
+from fedloom.finetune.lora import merge_lora
+from fedloom.finetune.select import SELECTORS
+from fedloom.parts import Parts
+
+
+def export_full(model: nn.Module) -> Tensors:
+    return {n: t.contiguous() for n, t in state_of(model).items()}
+
+
+def export_merged(model: nn.Module) -> Tensors:
+    return export_full(merge_lora(model))
+
+
+EXPORTS = {"lora": export_merged}
+"""How a mode's model is exported; every other mode saves the whole state as it is."""
+
+
+def finetune_feature(parts: Parts) -> None:
+    cfg = parts.config.finetune
+    if cfg.mode == "full":
+        return  # the default parts already train, send and aggregate everything
+    trainable = frozenset(SELECTORS[cfg.mode](parts))
+    for name, param in parts.model.named_parameters():
+        param.requires_grad_(name in trainable)
+    parts.trainable = trainable.__contains__
+    parts.export = EXPORTS.get(cfg.mode, export_full)
+    sizes = {n: p.numel() for n, p in parts.model.named_parameters()}
+    parts.notes["trainable_parameters"] = sum(sizes[n] for n in trainable)
+    parts.notes["trainable_tensors"] = sorted(trainable)

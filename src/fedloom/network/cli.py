@@ -1,0 +1,113 @@
+"""``fedloom server | client | deploy-local | certs``: the networked federation's commands.
+
+Registered on the main typer app by ``register``. The gRPC modules are imported inside
+the commands, so ``fedloom run`` works without the optional ``network`` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from fedloom.core.errors import ConfigError, FedloomError
+
+console = Console(stderr=True)
+Args = Annotated[
+    list[str] | None,
+    typer.Argument(help="[CONFIG.yaml] [dotted.key=value ...]", show_default=False),
+]
+
+
+def _split(args: list[str] | None) -> tuple[str | None, list[str]]:
+    args = args or []
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def _fail(error: FedloomError) -> typer.Exit:
+    console.print(f"[red]error:[/] {error}")
+    return typer.Exit(2 if isinstance(error, ConfigError) else 1)
+
+
+def _show_round(m: dict[str, Any]) -> None:
+    acc = "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
+    console.print(
+        f"round {m['round']}: acc {acc}  clients {m['num_clients']}  "
+        f"failed {m.get('num_failed', 0)}  rejected {m.get('num_rejected', 0)}  "
+        f"{m['wall_s']:.2f} s"
+    )
+
+
+def server(args: Args = None) -> None:
+    """Serve a federation over gRPC (resumes if output_dir holds a checkpoint)."""
+    from fedloom.network.memory import tune_malloc
+    from fedloom.network.server import serve, server_experiment
+
+    tune_malloc()
+    try:
+        path, overrides = _split(args)
+        experiment = server_experiment(path, overrides)
+        result = serve(experiment, on_round=_show_round)
+        acc = result.summary["final_test_accuracy"]
+        console.print(f"final test accuracy {acc}\nrun directory: {result.run_dir}")
+    except FedloomError as error:
+        raise _fail(error) from None
+
+
+def client(
+    server: Annotated[str, typer.Option("--server", help="HOST:PORT of the server")],
+    partition: Annotated[int, typer.Option(help="which client (data partition) this is")],
+    token: Annotated[str, typer.Option(envvar="FEDLOOM_TOKEN", help="this client's secret token")],
+    args: Args = None,
+) -> None:
+    """Join a federation as client PARTITION; exits when the server is done."""
+    from fedloom.network.client import client_main
+
+    try:
+        path, overrides = _split(args)
+        rounds = client_main(path, overrides, server, partition, token)
+        console.print(f"client {partition}: answered {rounds} round(s); the server is done")
+    except FedloomError as error:
+        raise _fail(error) from None
+
+
+def deploy_local(
+    n: Annotated[int, typer.Argument(help="number of client processes", min=1)],
+    args: Args = None,
+    tls: Annotated[bool, typer.Option(help="use TLS with fresh test certificates")] = False,
+) -> None:
+    """Start a server and N clients on this machine and run the federation."""
+    from fedloom.network.deploy import deploy_local as deploy
+
+    try:
+        path, overrides = _split(args)
+        code, run_dir = deploy(n, path, overrides, tls=tls)
+        console.print(f"server exited with code {code}; run directory: {run_dir}")
+        if code:
+            raise typer.Exit(code)
+    except FedloomError as error:
+        raise _fail(error) from None
+
+
+def certs(
+    directory: Annotated[str, typer.Argument(help="where to write the PEM files")],
+    host: Annotated[
+        list[str] | None, typer.Option(help="server host names/IPs (repeatable)")
+    ] = None,
+) -> None:
+    """Create a test CA, a server certificate and a client certificate."""
+    from fedloom.network.certs import make_certs
+
+    files = make_certs(directory, host or ["localhost", "127.0.0.1"])
+    for name, path in vars(files).items():
+        console.print(f"{name:12} {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="server")(server)
+    app.command(name="client")(client)
+    app.command(name="deploy-local")(deploy_local)
+    app.command(name="certs")(certs)

@@ -1,0 +1,119 @@
+"""A networked client process: the simulation's ``Client`` class behind a gRPC channel.
+
+The client builds the same federation locally from the same config (dataset, partition,
+model, trainer, features' update hooks), keeps only its own ``Client``, and then loops:
+long-poll for work, train, stream the update back. When the server is unreachable (for
+example while it restarts) it reconnects with exponential backoff, and gives up only
+after ``network.give_up_s`` without contact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from fedloom.client.client import Client
+from fedloom.config import FedConfig, load_config
+from fedloom.core.errors import ConfigError, FedloomError
+from fedloom.core.message import Message
+from fedloom.experiment import Experiment
+from fedloom.network.config import read_file
+from fedloom.transport.grpc_client import ClientTls, GrpcClientChannel, GrpcClientSettings
+
+log = logging.getLogger(__name__)
+
+
+class AuthenticationRefused(FedloomError):
+    """The server refused this client's identity or token; retrying will not help."""
+
+
+def local_client(config: FedConfig, partition: int) -> Client:
+    """Client ``partition`` of the federation ``config`` describes, with its local data."""
+    if not 0 <= partition < config.clients.num:
+        raise ConfigError([f"--partition must be in [0, {config.clients.num}), got {partition}"])
+    # build the simulated side only: a client must never open a server of its own
+    local = config.model_copy(
+        update={"network": config.network.model_copy(update={"mode": "simulation"})}
+    )
+    return Experiment(local).clients[str(partition)]
+
+
+def client_settings(
+    config: FedConfig, address: str, client_id: str, token: str
+) -> GrpcClientSettings:
+    net = config.network
+    tls = None
+    ca = read_file(net.tls_ca, "tls_ca")
+    if ca is not None:
+        tls = ClientTls(
+            ca,
+            read_file(net.client_cert, "client_cert"),
+            read_file(net.client_key, "client_key"),
+            net.tls_server_name,
+        )
+    return GrpcClientSettings(
+        address=address,
+        client_id=client_id,
+        token=token,
+        tls=tls,
+        reconnect_max_s=net.reconnect_max_s,
+        **net.stream_settings(),
+    )
+
+
+def run_client(client: Client, channel: GrpcClientChannel, config: FedConfig) -> int:
+    """Serve the federation until the server says it is done; returns rounds answered."""
+    net = config.network
+    backoff, last_contact, answered = 0.25, time.monotonic(), 0
+    while True:
+        try:
+            status, work = channel.pull()
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthenticationRefused(f"server refused client {client.client_id}") from None
+            if time.monotonic() - last_contact > net.give_up_s:
+                raise FedloomError(f"server unreachable for {net.give_up_s:g} s") from None
+            log.info("server unreachable (%s); retrying in %.2f s", error.code(), backoff)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, net.reconnect_max_s)
+            continue
+        except FedloomError as error:  # a malformed answer: report it, poll again
+            log.warning("bad work from the server: %s", error)
+            continue
+        backoff, last_contact = 0.25, time.monotonic()
+        if status == "done":
+            return answered
+        if work is None:
+            continue
+        answered += _answer(client, channel, work)
+
+
+def _answer(client: Client, channel: GrpcClientChannel, work: Message) -> int:
+    try:
+        reply = client.handle(work)
+    except Exception as error:  # a failed fit must not end the process: the round drops it
+        log.warning("round %d: fit failed: %r", work.round, error)
+        return 0
+    try:
+        accepted, reason = channel.push(reply)
+    except grpc.RpcError as error:  # the server went away mid-upload; it will ask again
+        log.warning("round %d: upload failed (%s)", work.round, error.code())
+        return 0
+    if not accepted:
+        log.warning("round %d: the server refused the update: %s", work.round, reason)
+    return int(accepted)
+
+
+def client_main(
+    path: str | None, overrides: Sequence[str], address: str, partition: int, token: str
+) -> int:
+    config = load_config(path, overrides)
+    client = local_client(config, partition)
+    channel = GrpcClientChannel(client_settings(config, address, str(partition), token))
+    try:
+        return run_client(client, channel, config)
+    finally:
+        channel.close()

@@ -1,0 +1,80 @@
+"""``grpc_feature``: when ``network.mode == "grpc"``, the run's transport is gRPC.
+
+It swaps ``parts.transport``; the simulated handlers the factory is given are not used.
+Everything else in the federation (strategy, codecs, hooks, checkpoints) is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedloom.core.errors import ConfigError
+from fedloom.network.config import NetworkConfig, read_file
+from fedloom.parts import Parts
+from fedloom.transport.inprocess import Handler
+
+if TYPE_CHECKING:  # grpcio is an optional extra: import it only when a run uses it
+    from fedloom.transport.grpc_server import GrpcServerSettings, GrpcServerTransport
+
+
+def load_tokens(path: str | Path) -> dict[str, str]:
+    """A tokens file: a JSON object mapping client ids to their secret tokens."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError([f"network.tokens_file: cannot read {path}: {error}"]) from None
+    except ValueError as error:
+        raise ConfigError([f"network.tokens_file: {path} is not JSON: {error}"]) from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and len(v) >= 16 for k, v in doc.items()
+    ):
+        raise ConfigError(
+            [f"network.tokens_file: {path} must map client ids to tokens of >= 16 characters"]
+        )
+    return doc
+
+
+def server_settings(net: NetworkConfig, client_ids: Sequence[str]) -> GrpcServerSettings:
+    from fedloom.transport.grpc_server import GrpcServerSettings, ServerTls
+
+    if net.tokens_file is None:
+        raise ConfigError(["network.tokens_file is required: every client must authenticate"])
+    tokens = load_tokens(net.tokens_file)
+    unknown = sorted(set(tokens) - set(client_ids))
+    if unknown:
+        raise ConfigError([f"network.tokens_file names clients not in the run: {unknown[:5]}"])
+    tls = None
+    cert, key = read_file(net.tls_cert, "tls_cert"), read_file(net.tls_key, "tls_key")
+    if cert is not None and key is not None:
+        tls = ServerTls(cert, key, read_file(net.tls_ca, "tls_ca"), net.mutual_tls)
+    return GrpcServerSettings(
+        address=net.address,
+        tokens=tokens,
+        deadline_s=net.round_deadline_s,
+        max_inflight=net.max_inflight,
+        **net.stream_settings(),
+        tls=tls,
+        port_file=net.port_file,
+        wait_for_clients=net.wait_for_clients or net.min_clients,
+        startup_timeout_s=net.startup_timeout_s,
+        # every idle client holds one long-poll thread; leave room for pushes
+        max_workers=2 * len(client_ids) + net.max_inflight + 8,
+    )
+
+
+def grpc_feature(parts: Parts) -> None:
+    net = parts.config.network
+    if net.mode != "grpc":
+        return
+    from fedloom.transport.grpc_server import GrpcServerTransport
+
+    settings = server_settings(net, [str(k) for k in range(parts.config.clients.num)])
+
+    def factory(handlers: Mapping[str, Handler]) -> GrpcServerTransport:
+        return GrpcServerTransport(settings)
+
+    parts.transport = factory

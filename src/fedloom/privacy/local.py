@@ -1,0 +1,69 @@
+"""Local DP: each client clips and noises its own update before it leaves the device.
+
+Neighbouring relation: two runs differ in *everything one client holds* (its whole
+local data set, hence its whole update), and the server is not trusted. Any two
+clipped updates lie in the ball of radius C, so the L2 sensitivity of one release is
+``2C``; the client adds ``N(0, (z·2C)²)`` per coordinate, a Gaussian mechanism with
+multiplier z. The server sees every release of a client in full, so there is no
+amplification by sampling: a client that took part in k rounds has spent the ε of k
+Gaussian releases (Opacus' accountant with sample rate 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedloom.client.context import FitContext, UpdateHook
+from fedloom.core.tensors import Tensors
+from fedloom.privacy.accountant import Accountant
+from fedloom.privacy.clipping import clip_update
+from fedloom.privacy.config import AccountantName
+from fedloom.privacy.noise import NoiseSource
+
+
+class ParticipationLedger:
+    """How many releases each client has made (checkpointed); ε per client follows."""
+
+    def __init__(self, noise_multiplier: float, kind: AccountantName) -> None:
+        self.noise_multiplier = noise_multiplier
+        self.kind = kind
+        self.counts: dict[str, int] = {}
+        self._cache: dict[tuple[int, float], float] = {}
+
+    def record(self, client_id: str) -> None:
+        self.counts[client_id] = self.counts.get(client_id, 0) + 1
+
+    def epsilon_for(self, releases: int, delta: float) -> float:
+        if (releases, delta) not in self._cache:
+            acc = Accountant(self.kind)
+            acc.step(self.noise_multiplier, 1.0, releases)
+            self._cache[(releases, delta)] = acc.epsilon(delta)
+        return self._cache[(releases, delta)]
+
+    def max_epsilon(self, delta: float, extra: int = 0) -> float:
+        """The largest per-client ε (``extra`` more releases for the busiest client)."""
+        most = max(self.counts.values(), default=0) + extra
+        return self.epsilon_for(most, delta) if most else 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts = {str(k): int(v) for k, v in state["counts"].items()}
+
+
+def local_dp_hook(
+    clip: float, noise_multiplier: float, noise: NoiseSource, ledger: ParticipationLedger
+) -> UpdateHook:
+    """Clip the whole update to ``clip`` and add ``N(0, (z·2·clip)²)`` to each coordinate."""
+    std = noise_multiplier * 2 * clip
+
+    def hook(update: Tensors, ctx: FitContext) -> Tensors:
+        clipped, _ = clip_update(update, clip)
+        ledger.record(ctx.client_id)
+        return {
+            name: t + noise.normal(t.shape, std, t.dtype, ctx.round, ctx.client_id, name)
+            for name, t in clipped.items()
+        }
+
+    return hook

@@ -1,0 +1,102 @@
+"""Builders for ``privacy.mode=central`` and ``privacy.mode=local``."""
+
+from __future__ import annotations
+
+from fedloom.core.errors import ConfigError
+from fedloom.parts import Parts
+from fedloom.privacy.accountant import Accountant, calibrate
+from fedloom.privacy.adaptive import AdaptiveClip
+from fedloom.privacy.budget import budget_guard, report
+from fedloom.privacy.central import CentralDPStrategy, CentralMechanism, client_clip_hook
+from fedloom.privacy.config import PrivacyConfig
+from fedloom.privacy.local import ParticipationLedger, local_dp_hook
+from fedloom.privacy.noise import noise_source
+from fedloom.privacy.sampler import PoissonSampler
+
+
+def noise_multiplier_for(cfg: PrivacyConfig, sample_rate: float, steps: int) -> float:
+    """The configured multiplier, or the one calibrated to ``target_epsilon``."""
+    if cfg.noise_multiplier is not None:
+        return cfg.noise_multiplier
+    if cfg.target_epsilon is None:
+        raise ConfigError(["privacy: set noise_multiplier or target_epsilon"])
+    return calibrate(cfg.target_epsilon, cfg.delta, sample_rate, steps, cfg.accountant)
+
+
+def _check_central(parts: Parts) -> None:
+    strategy = parts.config.strategy
+    problems = []
+    if strategy.name in ("scaffold", "fednova"):
+        problems.append(
+            f"privacy.mode=central replaces the aggregator; strategy.name={strategy.name} "
+            "needs its own (use fedavg, fedavgm, fedadam, fedyogi, fedadagrad or fedprox)"
+        )
+    if strategy.aggregator != "mean":
+        problems.append(
+            f"privacy.mode=central clips and sums every update itself; "
+            f"strategy.aggregator={strategy.aggregator} cannot be combined with it (use mean)"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def build_central(parts: Parts) -> None:
+    _check_central(parts)
+    cfg, fed = parts.config.privacy, parts.config
+    rate = fed.clients.per_round / fed.clients.num
+    expected = rate * fed.clients.num
+    z = noise_multiplier_for(cfg, rate, fed.rounds)
+    adaptive = None
+    if cfg.adaptive_clip:
+        count_std = cfg.count_noise_multiplier or expected / 20
+        adaptive = AdaptiveClip(cfg.clip, cfg.target_quantile, cfg.clip_lr, count_std)
+    mech = CentralMechanism(
+        clip=cfg.clip,
+        noise_multiplier=z,
+        sample_rate=rate,
+        expected_clients=expected,
+        accountant=Accountant(cfg.accountant),
+        noise=noise_source(cfg.secure_rng, fed.seed, "dp-central"),
+        adaptive=adaptive,
+    )
+    mech.update_multiplier  # noqa: B018 -- fails now, with a ConfigError, if σ_b is too small
+    parts.sampler = PoissonSampler(fed.clients.num, rate, fed.seed)
+    parts.strategy = CentralDPStrategy(parts.strategy, mech)
+    parts.client_hooks.append(client_clip_hook())  # before compression's hook
+    parts.stateful["privacy"] = mech
+    acc = mech.accountant
+    report(
+        parts,
+        cfg,
+        lambda: acc.epsilon(cfg.delta),
+        {
+            "noise_multiplier": z,
+            "sample_rate": rate,
+            "expected_clients": expected,
+            "clip": cfg.clip,
+            "adaptive_clip": cfg.adaptive_clip,
+            "level": "user",
+        },
+    )
+    budget_guard(parts, cfg, lambda rnd: acc.epsilon_after(z, rate, cfg.delta))
+
+
+def build_local(parts: Parts) -> None:
+    cfg, fed = parts.config.privacy, parts.config
+    z = noise_multiplier_for(cfg, 1.0, fed.rounds)  # worst case: a client in every round
+    ledger = ParticipationLedger(z, cfg.accountant)
+    noise = noise_source(cfg.secure_rng, fed.seed, "dp-local")
+    parts.client_hooks.append(local_dp_hook(cfg.clip, z, noise, ledger))
+    parts.stateful["privacy"] = ledger
+    report(
+        parts,
+        cfg,
+        lambda: ledger.max_epsilon(cfg.delta),
+        {
+            "noise_multiplier": z,
+            "clip": cfg.clip,
+            "sensitivity": 2 * cfg.clip,
+            "level": "user, local (max over clients)",
+        },
+    )
+    budget_guard(parts, cfg, lambda rnd: ledger.max_epsilon(cfg.delta, extra=1))

@@ -1,0 +1,72 @@
+"""Attacking clients, to measure what robust aggregation buys.
+
+The attackers are a fixed set drawn from the run seed. Update attacks are client update
+hooks that only touch an attacker's update; label flipping swaps an attacker's local data.
+Honest clients run exactly the code they would run without any attack configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from fedloom.client.context import FitContext, UpdateHook
+from fedloom.core.seeding import generator
+from fedloom.core.tensors import Tensors
+from fedloom.data.base import TensorData
+from fedloom.robust.config import AttackConfig
+
+
+def choose_attackers(num_clients: int, fraction: float, seed: int) -> frozenset[str]:
+    """``round(fraction·N)`` client ids, a function of the seed only."""
+    count = round(fraction * num_clients)
+    order = torch.randperm(num_clients, generator=generator(seed, "attackers"))
+    return frozenset(str(k) for k in order[:count].tolist())
+
+
+def sign_flip(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors:
+    return {n: -t for n, t in update.items()}
+
+
+def scale(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors:
+    return {n: t * config.scale for n, t in update.items()}
+
+
+def gaussian(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors:
+    gen = generator(ctx.seed, "attack-noise", ctx.round, ctx.client_id)
+    return {
+        n: (torch.randn(t.shape, generator=gen, dtype=torch.float64) * config.noise_std).to(t.dtype)
+        for n, t in update.items()
+    }
+
+
+UPDATE_ATTACKS: dict[str, Callable[[Tensors, FitContext, AttackConfig], Tensors]] = {
+    "sign_flip": sign_flip,
+    "scale": scale,
+    "gaussian": gaussian,
+}
+
+
+def attack_hook(config: AttackConfig, attackers: frozenset[str]) -> UpdateHook:
+    forge = UPDATE_ATTACKS[config.kind]
+
+    def hook(update: Tensors, ctx: FitContext) -> Tensors:
+        return forge(update, ctx, config) if ctx.client_id in attackers else update
+
+    return hook
+
+
+def flip_labels(data: TensorData, num_classes: int) -> TensorData:
+    """Every label ``y`` becomes ``C − 1 − y``: a consistent, maximally wrong relabelling."""
+    return TensorData(data.x, num_classes - 1 - data.y)
+
+
+def poisoned_data(
+    client_data: Callable[[int], TensorData], num_classes: int, attackers: frozenset[str]
+) -> Callable[[int], TensorData]:
+    def data(k: int) -> TensorData:
+        honest = client_data(k)
+        return flip_labels(honest, num_classes) if str(k) in attackers else honest
+
+    return data

@@ -1,0 +1,48 @@
+"""The ``devices`` feature: put every simulated client on a simulated device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from fedloom.core.errors import ConfigError
+from fedloom.parts import Parts
+from fedloom.simulation.devices import SimulatedDevices, draw_profiles
+from fedloom.transport.base import Transport
+from fedloom.transport.inprocess import Handler
+
+
+def full_steps(parts: Parts) -> dict[str, int]:
+    """Local steps each client runs in a round without a deadline."""
+    train = parts.config.train
+    steps = {}
+    for k, idx in enumerate(parts.data.client_indices):
+        n = len(idx)
+        per_epoch = math.ceil(n / (train.batch_size or n))
+        steps[str(k)] = train.local_steps or train.local_epochs * per_epoch
+    return steps
+
+
+def apply_devices(parts: Parts) -> None:
+    cfg = parts.config
+    if not cfg.devices.enabled:
+        return
+    if cfg.network.mode != "simulation":
+        raise ConfigError(
+            [
+                "devices.enabled: simulated devices need network.mode=simulation, "
+                f"not {cfg.network.mode}"
+            ]
+        )
+    ids = [str(k) for k in range(cfg.clients.num)]
+    devices = SimulatedDevices(
+        draw_profiles(ids, cfg.devices, cfg.seed), full_steps(parts), cfg.devices, cfg.seed
+    )
+    inner_factory = parts.transport
+
+    def build(handlers: Mapping[str, Handler]) -> Transport:
+        return devices.bind(inner_factory(handlers))
+
+    parts.transport = build
+    parts.metric_sources.append(devices.metrics)
+    parts.stateful["devices"] = devices

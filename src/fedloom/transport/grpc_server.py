@@ -1,0 +1,281 @@
+"""The server end of the gRPC transport: clients pull their work and push their updates.
+
+``exchange`` opens a round by putting one fit Message per sampled client in a mailbox;
+each client's long-poll ``Pull`` takes its own, and its ``Push`` hands the update back.
+Updates are yielded to the round loop as they arrive. At most ``max_inflight`` of them
+are held at once (a Push waits for a slot before reading its stream), so the server's
+memory is a few models whatever the number of clients. The round ends when every sampled
+client answered or the deadline passed; the missing ones are reported as ``Failure``.
+
+Identity is the authenticated one: the client id whose token matched, never a header.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from fedloom.core.errors import UpdateRejected
+from fedloom.core.message import Message
+from fedloom.transport.base import Failure, Reply
+from fedloom.transport.grpc_common import (
+    CLIENT_KEY,
+    SERVICE,
+    TOKEN_KEY,
+    Keepalive,
+    control,
+    frame_chunks,
+    identity,
+    join_chunks,
+    server_options,
+)
+from fedloom.transport.wire import decode_message, frame_size
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
+class GrpcServerSettings:
+    address: str
+    tokens: Mapping[str, str]
+    """client id -> secret token; any other caller is refused."""
+    deadline_s: float = 120.0
+    poll_s: float = 10.0
+    chunk_bytes: int = 1 << 20
+    max_message_bytes: int = 4 << 30
+    max_inflight: int = 4
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    tls: ServerTls | None = None
+    port_file: str | None = None
+    max_workers: int = 64
+    wait_for_clients: int = 1
+    """Distinct clients that must have called in before this process's first round."""
+    startup_timeout_s: float = 600.0
+
+
+@dataclass
+class _Round:
+    number: int
+    mailbox: dict[str, Message]
+    """Fit messages not yet answered; a client that re-polls gets its own again."""
+    expected: frozenset[str]
+    answered: set[str] = field(default_factory=set)
+
+
+class GrpcServerTransport:
+    def __init__(self, settings: GrpcServerSettings) -> None:
+        self.settings = settings
+        self._tokens = {cid: token.encode() for cid, token in settings.tokens.items()}
+        self._cond = threading.Condition()
+        self._round: _Round | None = None
+        self._done = False
+        self._replies: queue.Queue[tuple[str, Message]] = queue.Queue()
+        self._slots = threading.BoundedSemaphore(settings.max_inflight)
+        # gRPC copies each chunk it sends: bound how many downloads run at once
+        self._downloads = threading.BoundedSemaphore(2 * settings.max_inflight)
+        self._server: grpc.Server | None = None
+        self._seen: set[str] = set()
+        self._started_rounds = False
+        self.port: int | None = None
+        self.refused = 0
+        """Calls refused for a bad identity or token (for tests and monitoring)."""
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Bind and serve (idempotent); returns the bound port."""
+        if self._server is not None:
+            return self.port or 0
+        s = self.settings
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="fl-grpc"),
+            options=server_options(s.chunk_bytes, s.keepalive),
+        )
+        handlers = {
+            "Pull": grpc.unary_stream_rpc_method_handler(
+                self._pull, request_deserializer=identity, response_serializer=identity
+            ),
+            "Push": grpc.stream_unary_rpc_method_handler(
+                self._push, request_deserializer=identity, response_serializer=identity
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        if s.tls is not None:
+            creds = grpc.ssl_server_credentials(
+                [(s.tls.key_pem, s.tls.cert_pem)],
+                root_certificates=s.tls.ca_pem,
+                require_client_auth=s.tls.require_client_cert,
+            )
+            port = server.add_secure_port(s.address, creds)
+        else:
+            port = server.add_insecure_port(s.address)
+        if port == 0:
+            raise OSError(f"cannot listen on {s.address} (address in use or invalid)")
+        server.start()
+        self._server, self.port = server, port
+        host = s.address.rsplit(":", 1)[0]
+        if s.port_file:
+            tmp = Path(s.port_file).with_suffix(".tmp")
+            tmp.write_text(f"{host}:{port}\n")
+            tmp.replace(s.port_file)
+        log.info("serving on %s:%d (%s)", host, port, "TLS" if s.tls else "plaintext")
+        return port
+
+    def finish(self, linger_s: float) -> None:
+        """Tell polling clients the run is over, give them ``linger_s`` to hear it, stop."""
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+        if self._server is not None:
+            time.sleep(linger_s)
+            self._server.stop(grace=1.0).wait()
+            self._server = None
+
+    # -- the round -----------------------------------------------------------------------
+
+    def exchange(self, messages: Mapping[str, Message]) -> Iterator[Reply]:
+        self.start()
+        if not messages:
+            return
+        number = next(iter(messages.values())).round
+        self._await_clients()
+        with self._cond:
+            self._round = _Round(number, dict(messages), frozenset(messages))
+            self._cond.notify_all()
+        pending = set(messages)
+        deadline = time.monotonic() + self.settings.deadline_s
+        try:
+            while pending:
+                try:
+                    cid, reply = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                pending.discard(cid)
+                try:
+                    yield cid, reply
+                finally:
+                    self._slots.release()  # the round loop has folded it in; free the slot
+            for cid in sorted(pending):
+                log.warning("round %d: client %s missed the deadline", number, cid)
+                yield cid, Failure(cid, f"no update within {self.settings.deadline_s:g} s")
+        finally:
+            self._close_round()
+
+    def _await_clients(self) -> None:
+        """Before the first round, give clients time to start (and, after a restart, to
+        reconnect), so the round's deadline is not spent on their start-up."""
+        if self._started_rounds:
+            return
+        self._started_rounds = True
+        need = self.settings.wait_for_clients
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: len(self._seen) >= need, timeout=self.settings.startup_timeout_s
+            ):
+                log.warning("starting with %d of %d clients connected", len(self._seen), need)
+
+    def _close_round(self) -> None:
+        with self._cond:
+            self._round = None
+        while True:  # updates accepted just before the deadline fired
+            try:
+                cid, _ = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._slots.release()
+            log.warning("client %s: update arrived after the round closed; dropped", cid)
+
+    # -- RPC handlers --------------------------------------------------------------------
+
+    def _authenticate(self, context: grpc.ServicerContext) -> str:
+        meta = {k: v for k, v in context.invocation_metadata()}
+        cid, token = str(meta.get(CLIENT_KEY, "")), str(meta.get(TOKEN_KEY, "")).encode()
+        expected = self._tokens.get(cid)
+        # compare even for unknown ids, so timing does not reveal which ids exist
+        ok = hmac.compare_digest(token, expected if expected is not None else b"\0" * 32)
+        if expected is None or not ok:
+            self.refused += 1
+            log.warning("refused %s claiming client %r: bad token", context.peer(), cid[:64])
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown client or bad token")
+        with self._cond:
+            if cid not in self._seen:
+                self._seen.add(cid)
+                self._cond.notify_all()
+        return cid
+
+    def _pull(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        cid = self._authenticate(context)
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._done or self._work_for(cid) is not None, timeout=self.settings.poll_s
+            )
+            work = self._work_for(cid)
+            done = self._done
+        if work is None or not self._downloads.acquire(timeout=self.settings.poll_s):
+            yield control("done" if done else "idle")  # busy: the client simply polls again
+            return
+        try:
+            yield control("fit", frame_size(work))
+            yield from frame_chunks(work, self.settings.chunk_bytes)
+        finally:
+            self._downloads.release()
+
+    def _work_for(self, cid: str) -> Message | None:
+        return self._round.mailbox.get(cid) if self._round is not None else None
+
+    def _push(self, chunks: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
+        cid = self._authenticate(context)
+        if not self._slots.acquire(timeout=self.settings.deadline_s):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "server busy; retry next round")
+        handed_over = False
+        # a client that stalls mid-stream must not hold a slot past the round
+        timer = threading.Timer(self.settings.deadline_s, context.cancel)
+        timer.start()
+        try:
+            frame = join_chunks(chunks, self.settings.max_message_bytes)
+            message = decode_message(bytes(frame))
+            del frame
+            self._hand_over(cid, message)
+            handed_over = True
+            return json.dumps({"accepted": True}).encode()
+        except UpdateRejected as why:
+            log.warning("rejected message from client %s: %s", cid, why)
+            return json.dumps({"accepted": False, "reason": str(why)}).encode()
+        finally:
+            timer.cancel()
+            if not handed_over:
+                self._slots.release()
+
+    def _hand_over(self, cid: str, message: Message) -> None:
+        """Queue ``message`` as ``cid``'s reply if it answers the open round, once."""
+        with self._cond:
+            current = self._round
+            if current is None or cid not in current.expected:
+                raise UpdateRejected(f"client {cid} was not asked for an update now")
+            if message.round != current.number:
+                raise UpdateRejected(
+                    f"update is for round {message.round}, the server is in round {current.number}"
+                )
+            if cid in current.answered:
+                raise UpdateRejected(f"client {cid} already answered round {current.number}")
+            current.answered.add(cid)
+            current.mailbox.pop(cid, None)
+            self._replies.put((cid, message))

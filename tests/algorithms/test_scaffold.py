@@ -1,0 +1,90 @@
+"""SCAFFOLD's control variates: the option II formulas, the server side, and one real client."""
+
+import pytest
+import torch
+from torch import nn
+
+import fedloom.features  # noqa: F401  (registers the strategies)
+from fedloom.algorithms.scaffold import (
+    ScaffoldStrategy,
+    client_control_update,
+    control_variate_hook,
+    drift_correction,
+    server_control_update,
+)
+from fedloom.client.client import Client
+from fedloom.client.trainer import LocalTrainer, TrainConfig
+from fedloom.compression.codec import RawCodec
+from fedloom.core.message import Message
+from fedloom.core.tensors import state_of
+from fedloom.data.base import TensorData
+from fedloom.server.strategy import StrategyConfig, build_strategy
+
+T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def test_option_two_client_update():
+    # c_i = 1, c = 0.5, y - x = -0.6 after K = 3 steps of η = 0.1: c_i+ = 1 - 0.5 + 0.6/0.3 = 2.5
+    new, dc = client_control_update(T(1.0), T(0.5), T(-0.6), 3, 0.1)
+    assert new.item() == pytest.approx(2.5)
+    assert dc.item() == pytest.approx(1.5)
+
+
+def test_server_control_update_scales_by_participation():
+    # c = 0.2, mean Δc = 1.0 from 2 of 8 clients: c = 0.2 + 0.25
+    assert server_control_update(T(0.2), T(1.0), 2, 8).item() == pytest.approx(0.45)
+
+
+def test_strategy_sends_c_expects_dc_and_checkpoints_c():
+    strategy = build_strategy(StrategyConfig(name="scaffold", server_lr=1.0))
+    assert isinstance(strategy, ScaffoldStrategy)
+    strategy.population = 4
+    x = {"w": T(1.0, 2.0)}
+    strategy.start(x)
+    assert set(strategy.update_extras(x)) == {"aux/scaffold_dc/w"}
+    agg = strategy.new_aggregator()
+    for dw, dc in ((T(0.2, 0.0), T(1.0, -1.0)), (T(0.4, 0.2), T(3.0, 1.0))):
+        agg.add("k", {"w": dw, "aux/scaffold_dc/w": dc}, {"num_examples": 5})
+    new = strategy.apply(x, agg.result())
+    assert new["w"].tolist() == pytest.approx([1.3, 2.1])
+    # mean Δc = (2, 0), 2 of 4 clients reported: c = 0 + 0.5·(2, 0)
+    assert strategy.downlink_extras()["aux/scaffold_c/w"].tolist() == pytest.approx([1.0, 0.0])
+    tensors, rest = strategy.state_dict()
+    other = build_strategy(StrategyConfig(name="scaffold"))
+    other.start(x)
+    other.load_state_dict(tensors, rest)
+    assert torch.equal(other.downlink_extras()["aux/scaffold_c/w"], T(1.0, 0.0))
+
+
+def test_client_corrects_gradients_and_reports_dc():
+    # one full-batch step of plain SGD on a linear model, c = 1 everywhere, c_i = 0
+    torch.manual_seed(0)
+    data = TensorData(torch.randn(8, 3), torch.tensor([0, 1, 0, 1, 1, 0, 0, 1]))
+    model = nn.Linear(3, 2)
+    x = {n: t.clone() for n, t in state_of(model).items()}
+    lr = 0.1
+    trainer = LocalTrainer(TrainConfig(local_steps=1, batch_size=None, lr=lr, momentum=0.0))
+    trainer.grad_hooks.append(drift_correction)
+    client = Client(
+        "0",
+        data,
+        model,
+        trainer,
+        seed=0,
+        down=RawCodec(),
+        up=RawCodec(),
+        hooks=[control_variate_hook(lr)],
+    )
+    c = {f"aux/scaffold_c/{n}": torch.ones_like(t) for n, t in x.items()}
+    reply = client.handle(Message("fit", 1, "server", RawCodec().encode({**x, **c})))
+    update = RawCodec().decode(reply.payload)
+    # the plain gradient, for reference
+    ref = nn.Linear(3, 2)
+    ref.load_state_dict(x)
+    nn.functional.cross_entropy(ref(data.x), data.y).backward()
+    for name, p in ref.named_parameters():
+        # y - x = -η (g + c - c_i) = -η (g + 1)
+        assert torch.allclose(update[name], -lr * (p.grad + 1), atol=1e-6)
+        # c_i+ = 0 - 1 + η(g + 1)/η = g, so Δc = g
+        assert torch.allclose(update[f"aux/scaffold_dc/{name}"], p.grad, atol=1e-5)
+        assert torch.allclose(client.state[f"scaffold_ci/{name}"], p.grad, atol=1e-5)

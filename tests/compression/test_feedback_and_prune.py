@@ -1,0 +1,73 @@
+"""Error feedback keeps what the codec dropped; pruning reaches its sparsity."""
+
+import torch
+
+from fedloom.client.context import FitContext
+from fedloom.compression.blob import SpecCodec
+from fedloom.compression.codec import uplink_key
+from fedloom.compression.feedback import ErrorFeedback, residual_of
+from fedloom.compression.prune import MagnitudePruner, prune_tensor, sparsity_of
+
+
+def _ctx(rnd: int, state: dict) -> FitContext:
+    return FitContext("3", rnd, {}, {}, state, seed=5)
+
+
+def test_residual_invariant_holds_over_rounds():
+    codec = SpecCodec("topk:0.1+int4", seed=5)
+    hook = ErrorFeedback(codec)
+    state: dict = {}
+    gen = torch.Generator().manual_seed(0)
+    old = {"w": torch.zeros(40), "b": torch.zeros(7)}
+    total_update = {n: torch.zeros_like(t) for n, t in old.items()}
+    total_sent = {n: torch.zeros_like(t) for n, t in old.items()}
+    for rnd in range(1, 9):
+        update = {"w": torch.randn(40, generator=gen), "b": torch.randn(7, generator=gen)}
+        corrected = hook(update, _ctx(rnd, state))
+        # what the client then sends is the replayed encode: same key, same bytes
+        sent = codec.decode(codec.encode(corrected, uplink_key(rnd, "3")))
+        new = residual_of(state)
+        for n in update:
+            # sent + new residual == update + old residual
+            assert torch.allclose(sent[n] + new[n], update[n] + old[n], atol=1e-6)
+            total_update[n] += update[n]
+            total_sent[n] += sent[n]
+        old = {n: t.clone() for n, t in new.items()}
+    # nothing is lost: everything not yet sent is exactly the residual
+    for n in old:
+        assert torch.allclose(total_sent[n] + old[n], total_update[n], atol=1e-5)
+
+
+def test_topk_with_feedback_eventually_sends_every_coordinate():
+    codec = SpecCodec("topk:0.1", seed=0)
+    hook, state = ErrorFeedback(codec), {}
+    update = {"w": torch.linspace(1.0, 2.0, 20)}  # topk alone would only ever send the top 2
+    sent_any = torch.zeros(20, dtype=torch.bool)
+    for rnd in range(1, 21):
+        corrected = hook(update, _ctx(rnd, state))
+        sent_any |= codec.decode(codec.encode(corrected, uplink_key(rnd, "3")))["w"] != 0
+    assert bool(sent_any.all())
+
+
+def test_prune_tensor_zeroes_the_smallest():
+    t = torch.tensor([[0.1, -3.0, 0.2], [2.0, -0.05, 1.0]])
+    out = prune_tensor(t, 0.5)
+    assert torch.equal(out, torch.tensor([[0.0, -3.0, 0.0], [2.0, 0.0, 1.0]]))
+    assert torch.equal(t[0], torch.tensor([0.1, -3.0, 0.2]))  # input untouched
+    assert sparsity_of({"w": out, "bias": torch.zeros(5)}) == 0.5  # biases do not count
+
+
+def test_pruner_ramps_and_restores():
+    pruner = MagnitudePruner(0.8, ramp=4)
+    apply = pruner.wrap(lambda g, a: {n: g[n] - a[n] for n in g})
+    state = {"w": torch.arange(1.0, 101.0).view(10, 10), "b": torch.ones(10)}
+    levels = []
+    for _ in range(5):
+        state = apply(state, {"w": torch.zeros(10, 10), "b": torch.zeros(10)})
+        levels.append(pruner.sparsity)
+    assert levels == [0.2, 0.4, 0.6, 0.8, 0.8]
+    assert torch.equal(state["b"], torch.ones(10))
+    assert int((state["w"] != 0).sum()) == 20 and float(state["w"].min()) == 0.0
+    restored = MagnitudePruner(0.8, ramp=4)
+    restored.load_state_dict(pruner.state_dict())
+    assert restored.steps == 5 and restored.metrics(6) == {"sparsity": 0.8}

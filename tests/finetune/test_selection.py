@@ -1,0 +1,92 @@
+"""Which parameters train in each finetune.mode, and their errors."""
+
+import pytest
+import torch
+
+from fedloom.config import load_config
+from fedloom.core.errors import ConfigError
+from fedloom.data.base import TensorData
+from fedloom.finetune.importance import aggregate_scores, select_by_budget, tensor_scores
+from fedloom.finetune.select import SELECTORS, parameterised_layers
+from fedloom.models.zoo import CNN
+
+
+class _Parts:
+    """Just what the selectors read."""
+
+    def __init__(self, overrides):
+        torch.manual_seed(0)
+        self.config = load_config(None, overrides)
+        self.model = CNN((1, 8, 8), 10)
+        self.notes = {}
+        gen = torch.Generator().manual_seed(0)
+        self.client_data = lambda k: TensorData(
+            torch.rand(20, 1, 8, 8, generator=gen), torch.randint(0, 10, (20,), generator=gen)
+        )
+
+
+def _select(*overrides) -> set:
+    parts = _Parts(["clients.num=2", "clients.per_round=2", *overrides])
+    return SELECTORS[parts.config.finetune.mode](parts)  # type: ignore[arg-type]
+
+
+def test_names_and_last_k():
+    assert _select("finetune.mode=names", "finetune.names=['fc2.*']") == {"fc2.weight", "fc2.bias"}
+    assert _select("finetune.mode=names", "finetune.names=['*.bias']") == {
+        "conv1.bias",
+        "conv2.bias",
+        "fc1.bias",
+        "fc2.bias",
+    }
+    assert parameterised_layers(CNN((1, 8, 8), 10)) == ["conv1", "conv2", "fc1", "fc2"]
+    assert _select("finetune.mode=last_k", "finetune.last_k=2") == {
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+    }
+
+
+def test_selection_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="'head.*' matches no parameter"):
+        _select("finetune.mode=names", "finetune.names=['head.*']")
+    with pytest.raises(ConfigError, match="at least one glob"):
+        _select("finetune.mode=names")
+    with pytest.raises(ConfigError, match="exceeds the model's 4 layers"):
+        _select("finetune.mode=last_k", "finetune.last_k=5")
+    with pytest.raises(ConfigError, match="finetune.mode"):
+        load_config(None, ["finetune.mode=adapters"])
+
+
+def test_budgeted_selection_by_hand():
+    scores = {"a": 0.9, "b": 0.5, "c": 0.7, "d": 0.1}
+    sizes = {"a": 50, "b": 10, "c": 30, "d": 10}  # 100 parameters
+    assert select_by_budget(scores, sizes, 0.6) == {"a", "b"}  # a (50), c no (80), b (60)
+    assert select_by_budget(scores, sizes, 0.9) == {"a", "c", "b"}
+    assert select_by_budget(scores, sizes, 0.01) == {"a"}  # always the top tensor
+    reports = [({"a": 1.0, "b": 0.0}, 3), ({"a": 0.0, "b": 2.0}, 1)]
+    assert aggregate_scores(reports) == {"a": 0.75, "b": 0.5}
+
+
+def test_importance_scores_are_mean_abs_gradients():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    data = TensorData(torch.tensor([[1.0, -2.0]]), torch.tensor([0]))
+    # zero logits: softmax 1/2 each; dL/dW = (p - onehot) x^T = [[-.5, 1], [.5, -1]]
+    assert tensor_scores(model, data, 10) == {"0.weight": pytest.approx(0.75)}
+
+
+def test_importance_mode_respects_the_budget():
+    chosen = _select("finetune.mode=importance", "finetune.fraction=0.1")
+    sizes = {n: p.numel() for n, p in CNN((1, 8, 8), 10).named_parameters()}
+    assert 0 < sum(sizes[n] for n in chosen) <= 0.1 * sum(sizes.values())
+
+
+def test_lora_trains_adapters_and_the_layers_named_in_full():
+    adapters = {f"{layer}.lora_{ab}" for layer in ("conv1", "conv2", "fc1") for ab in "ab"}
+    assert _select("finetune.mode=lora", "finetune.names=['fc2.*']") == adapters | {
+        "fc2.weight",
+        "fc2.bias",
+    }
+    assert _select("finetune.mode=lora") == adapters | {"fc2.lora_a", "fc2.lora_b"}
