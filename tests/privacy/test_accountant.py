@@ -93,3 +93,19 @@ def test_calibration_lands_within_one_percent_below_target(
 def test_unreachable_target_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unreachable"):
         calibrate(1e-9, 1e-5, 1.0, 10_000)
+
+
+def test_cached_rdp_curves_give_opacus_epsilon_bit_for_bit() -> None:
+    from opacus.accountants import RDPAccountant
+
+    history = [(0.8, 64 / 143, 30), (1.1, 0.01, 1000), (0.8, 64 / 143, 2)]
+    ours = Accountant("rdp")
+    for sigma, q, n in history:
+        ours.step(sigma, q, n)
+    theirs = RDPAccountant()
+    theirs.history = list(history)
+    assert ours.epsilon(1e-5) == theirs.get_epsilon(delta=1e-5)
+    twin = Accountant("rdp")  # a client with the same history reads the shared value
+    twin.load_state_dict(ours.state_dict())
+    assert twin.epsilon(1e-5) == ours.epsilon(1e-5)
+    assert twin.epsilon(1e-6) == theirs.get_epsilon(delta=1e-6)
