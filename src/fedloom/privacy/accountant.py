@@ -9,6 +9,7 @@ checkpoint, so ε after a resume continues exactly where it stopped.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -124,16 +125,19 @@ def calibrate(
     [target − tolerance, target], within 1% below the target for target ≥ 0.5."""
     tol = min(tolerance, 0.005 * target_epsilon)
     try:
-        return float(
-            get_noise_multiplier(
-                target_epsilon=target_epsilon,
-                target_delta=delta,
-                sample_rate=sample_rate,
-                steps=steps,
-                accountant=kind,
-                epsilon_tolerance=tol,
+        with warnings.catch_warnings():
+            # the bisection tries multipliers far too small, whose ε Opacus warns about
+            warnings.filterwarnings("ignore", "Optimal order is the largest alpha", UserWarning)
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    target_delta=delta,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=kind,
+                    epsilon_tolerance=tol,
+                )
             )
-        )
     except ValueError as error:
         raise ConfigError(
             [f"privacy.target_epsilon={target_epsilon} is unreachable at δ={delta}: {error}"]
