@@ -31,14 +31,30 @@ def test_option_two_client_update():
 
 
 def test_server_control_update_scales_by_participation():
-    # c = 0.2, mean Δc = 1.0 from 2 of 8 clients: c = 0.2 + 0.25
-    assert server_control_update(T(0.2), T(1.0), 2, 8).item() == pytest.approx(0.45)
+    # c = 0.2, Σ n_i Δc_i = 2.0 from clients of a federation of 80 examples
+    assert server_control_update(T(0.2), T(2.0), 80.0).item() == pytest.approx(0.225)
+
+
+def test_dc_is_weighted_by_share_of_all_examples_and_never_robustly_aggregated():
+    # Δc 1 and 3 from clients of 1 and 3 examples in a federation of 8 examples:
+    # c = (1·1 + 3·3) / 8; a norm bound on the model update never touches Δc
+    for rule in ("mean", "norm_bound"):
+        strategy = build_strategy(StrategyConfig(name="scaffold", aggregator=rule, norm_bound=1.0))
+        strategy.population_examples = 8.0
+        x = {"w": T(0.0, 0.0)}
+        strategy.start(x)
+        agg = strategy.new_aggregator()
+        agg.add("a", {"w": T(0.6, 0.8), "aux/scaffold_dc/w": T(1.0, 0.0)}, {"num_examples": 1})
+        agg.add("b", {"w": T(0.6, 0.8), "aux/scaffold_dc/w": T(3.0, 0.0)}, {"num_examples": 3})
+        new = strategy.apply(x, agg.result())
+        assert new["w"].tolist() == pytest.approx([0.6, 0.8])  # norm 1: inside the bound
+        assert strategy.downlink_extras()["aux/scaffold_c/w"].tolist() == pytest.approx([1.25, 0])
 
 
 def test_strategy_sends_c_expects_dc_and_checkpoints_c():
     strategy = build_strategy(StrategyConfig(name="scaffold", server_lr=1.0))
     assert isinstance(strategy, ScaffoldStrategy)
-    strategy.population = 4
+    strategy.population_examples = 20.0  # 4 clients of 5 examples
     x = {"w": T(1.0, 2.0)}
     strategy.start(x)
     assert set(strategy.update_extras(x)) == {"aux/scaffold_dc/w"}
@@ -47,7 +63,7 @@ def test_strategy_sends_c_expects_dc_and_checkpoints_c():
         agg.add("k", {"w": dw, "aux/scaffold_dc/w": dc}, {"num_examples": 5})
     new = strategy.apply(x, agg.result())
     assert new["w"].tolist() == pytest.approx([1.3, 2.1])
-    # mean Δc = (2, 0), 2 of 4 clients reported: c = 0 + 0.5·(2, 0)
+    # Σ n_i Δc_i = 5·(4, 0), 20 examples in all: c = (20, 0) / 20
     assert strategy.downlink_extras()["aux/scaffold_c/w"].tolist() == pytest.approx([1.0, 0.0])
     tensors, rest = strategy.state_dict()
     other = build_strategy(StrategyConfig(name="scaffold"))
@@ -88,3 +104,14 @@ def test_client_corrects_gradients_and_reports_dc():
         # c_i+ = 0 - 1 + η(g + 1)/η = g, so Δc = g
         assert torch.allclose(update[f"aux/scaffold_dc/{name}"], p.grad, atol=1e-5)
         assert torch.allclose(client.state[f"scaffold_ci/{name}"], p.grad, atol=1e-5)
+
+
+def test_weight_decay_is_refused_where_steps_are_normalized():
+    from fedloom.config import load_config
+    from fedloom.core.errors import ConfigError
+    from fedloom.experiment import Experiment
+
+    for name in ("scaffold", "fednova"):
+        config = load_config(None, [f"strategy.name={name}", "train.weight_decay=0.01"])
+        with pytest.raises(ConfigError, match="weight_decay"):
+            Experiment(config)

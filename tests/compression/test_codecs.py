@@ -197,3 +197,24 @@ def test_config_reports_bad_specs_with_their_keys():
     cfg = load_config(None, ["compression.up=topk:0.01+int8", "compression.chunk=256"])
     assert cfg.compression.up == "topk:0.01+int8" and cfg.compression.chunk == 256
     assert json.loads(json.dumps(cfg.model_dump()))["compression"]["down"] == "none"
+
+
+@pytest.mark.parametrize("spec", ["int8", "int4", "topk:0.5+int8", "randk:0.5+int4", "bf16"])
+def test_empty_tensors_cost_no_body_bytes_and_round_trip(spec: str) -> None:
+    codec = SpecCodec(spec, seed=0, chunk=4)
+    tensors = {"empty": torch.zeros(0), "flat": torch.zeros(3, 0), "w": torch.randn(9)}
+    payload = codec.encode(tensors)
+    assert len(payload) == codec.encoded_size(tensors)
+    out = codec.decode(payload)
+    assert out["empty"].shape == (0,) and out["flat"].shape == (3, 0)
+    assert out["w"].shape == (9,)
+
+
+def test_pruning_needs_the_whole_model_to_be_global() -> None:
+    from fedloom.experiment import Experiment
+
+    config = load_config(
+        None, ["model.name=mlp_2nn", "finetune.mode=lora", "compression.prune=0.5"]
+    )
+    with pytest.raises(ConfigError, match="finetune.mode=full"):
+        Experiment(config)

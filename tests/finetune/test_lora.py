@@ -56,3 +56,9 @@ def test_linear_delta_is_scaled_b_times_a():
 def test_models_without_adaptable_layers_are_refused():
     with pytest.raises(ConfigError, match="no Linear or Conv2d"):
         inject_lora(nn.Sequential(nn.ReLU()), 2, 4.0, torch.Generator())
+
+
+def test_convolution_padding_other_than_zeros_is_refused() -> None:
+    conv = nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ConfigError, match="zero padding"):
+        LoRAConv2d(conv, rank=2, alpha=2.0, gen=torch.Generator().manual_seed(0))

@@ -121,10 +121,12 @@ def test_adaptive_clip_moves_toward_target_quantile() -> None:
         clip = AdaptiveClip(start, quantile=0.5, lr=0.2, count_std=0.0)
         for _ in range(200):
             below = float((norms <= clip.clip).sum())
-            clip.step(below, expected=len(norms))
+            clip.step(below - len(norms) / 2, expected=len(norms))  # the sum of b - 1/2
         assert clip.clip == pytest.approx(5.0, abs=0.3)
     clip = AdaptiveClip(1.0, quantile=0.5, lr=0.2, count_std=0.0)
-    assert clip.step(10.0, 10.0) == pytest.approx(math.exp(-0.1))  # all below: shrink by e^-0.1
+    assert clip.step(5.0, 10.0) == pytest.approx(math.exp(-0.1))  # all below: shrink by e^-0.1
+    clip = AdaptiveClip(1.0, quantile=0.5, lr=0.2, count_std=1.0)
+    assert clip.step(-9.0, 10.0) == pytest.approx(math.exp(0.1))  # noise past 0: clamped
 
 
 def test_adaptive_aggregator_uses_split_noise_and_updates_clip() -> None:
@@ -169,3 +171,29 @@ def test_central_strategy_announces_the_current_clip() -> None:
         build_strategy(StrategyConfig()), _mechanism(1.0, 1.0, 5.0, adaptive=adaptive)
     )
     assert strategy.fit_config(3)[CLIP_KEY] == 0.7
+
+
+class _NoNoise:
+    def normal(
+        self, shape: torch.Size, std: float, dtype: torch.dtype, *keys: object
+    ) -> torch.Tensor:
+        return torch.zeros(shape, dtype=dtype)
+
+
+def test_adaptive_count_moves_by_half_when_one_user_joins() -> None:
+    # Poisson sampling: neighbouring rounds differ by one participant. The released sum of
+    # b - 1/2 must move by exactly 1/2 either way, the sensitivity the accountant assumes.
+    def released(bits: list[bool]) -> float:
+        adaptive = AdaptiveClip(1.0, quantile=0.5, lr=1.0, count_std=1.0)
+        mech = CentralMechanism(1.0, 1.0, 0.1, 10.0, Accountant(), _NoNoise(), adaptive)  # type: ignore[arg-type]
+        agg = DPSumAggregator(mech, 1, {"w": torch.zeros(1)})
+        for k, within in enumerate(bits):
+            agg.add(str(k), {"w": torch.tensor([0.5 if within else 5.0])}, {})
+        agg.result()
+        fraction = 0.5 - math.log(adaptive.clip)  # lr 1: clip = exp(-(fraction - 1/2))
+        return (fraction - 0.5) * 10.0  # the noised sum, back from b-bar
+
+    base = [True, False, True]
+    assert released(base) == pytest.approx(0.5)  # 2 * (+1/2) + 1 * (-1/2)
+    assert released([*base, True]) - released(base) == pytest.approx(0.5)
+    assert released([*base, False]) - released(base) == pytest.approx(-0.5)

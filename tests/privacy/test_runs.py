@@ -222,3 +222,19 @@ def test_crash_and_resume_keeps_epsilon_and_adaptive_clip(tmp_path: Path) -> Non
     assert restored.stateful["privacy"].adaptive.clip == clip != 1.0  # type: ignore[attr-defined]
     for a, b in zip(reference.model.parameters(), result.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["local", "dpsgd"])
+def test_client_side_accounting_is_refused_over_the_network(mode: str) -> None:
+    config = load_config(
+        None,
+        [*BASE, f"privacy.mode={mode}", "privacy.noise_multiplier=1", "network.mode=grpc"],
+    )
+    with pytest.raises(ConfigError, match="not supported over the network"):
+        Experiment(config)
+
+
+def test_local_dp_keeps_the_data_size_and_loss_on_the_device(tmp_path: Path) -> None:
+    result = _run(tmp_path, "rounds=1", "privacy.mode=local", "privacy.noise_multiplier=0.5")
+    assert result.metrics[0]["train_loss"] == 0.0  # what the server was told
+    assert result.metrics[0]["num_clients"] > 0

@@ -28,7 +28,7 @@ def _scaffold(parts: Parts) -> None:
     # server will actually apply, and those hooks never see the aux tensors
     parts.client_hooks.append(control_variate_hook(train.lr, train.momentum))
     if isinstance(parts.strategy, ScaffoldStrategy):  # assembly time, never in the round loop
-        parts.strategy.population = parts.config.clients.num
+        parts.strategy.population_examples = float(sum(map(len, parts.data.client_indices)))
 
 
 def _fednova(parts: Parts) -> None:
@@ -56,8 +56,19 @@ def check_aggregator(cfg: FedConfig) -> list[str]:
     return problems
 
 
+def check_local_steps(cfg: FedConfig) -> list[str]:
+    """SCAFFOLD and FedNova derive each client's step normalizer from plain (momentum) SGD
+    steps; weight decay adds a term to every step that the normalizer would miss."""
+    if cfg.strategy.name in ("scaffold", "fednova") and cfg.train.weight_decay > 0:
+        return [
+            f"train.weight_decay: strategy.name={cfg.strategy.name} normalizes by the local "
+            "step count of plain SGD; set train.weight_decay=0"
+        ]
+    return []
+
+
 def apply_algorithms(parts: Parts) -> None:
-    problems = check_aggregator(parts.config)
+    problems = check_aggregator(parts.config) + check_local_steps(parts.config)
     if problems:
         raise ConfigError(problems)
     setup = CLIENT_SIDE.get(parts.config.strategy.name)

@@ -8,6 +8,7 @@ from fedloom.compression.config import CompressionConfig
 from fedloom.compression.feedback import ErrorFeedback
 from fedloom.compression.prune import MagnitudePruner
 from fedloom.compression.spec import parse_spec
+from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
 
 
@@ -25,6 +26,14 @@ def compression_feature(parts: Parts) -> None:
     if cfg.error_feedback and not parse_spec(cfg.up).lossless:
         parts.client_hooks.append(ErrorFeedback(parts.up))
     if cfg.prune > 0:
+        if parts.config.finetune.mode != "full":
+            raise ConfigError(
+                [
+                    f"compression.prune prunes the whole global model; with finetune.mode="
+                    f"{parts.config.finetune.mode} only a part of it (LoRA adapters, the "
+                    "selected layers) is global: use finetune.mode=full"
+                ]
+            )
         pruner = MagnitudePruner(cfg.prune, cfg.prune_ramp)
         parts.strategy.apply = pruner.wrap(parts.strategy.apply)  # type: ignore[method-assign,assignment]
         parts.metric_sources.append(pruner.metrics)

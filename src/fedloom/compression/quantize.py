@@ -71,6 +71,8 @@ def _int_codec(name: str, levels: int, bits: int) -> Quantizer:
 
     def encode(values: Tensor, chunk: int | None, gen: torch.Generator) -> bytes:
         k = values.numel()
+        if k == 0:  # an empty tensor (or nothing kept) costs no bytes: nbytes(0) == 0
+            return b""
         scale, per_value = _scales(values, k, chunk, levels)
         safe = torch.where(per_value > 0, per_value, torch.ones_like(per_value))
         q = stochastic_round(values.float() / safe, gen).clamp_(-levels, levels).to(torch.int16)

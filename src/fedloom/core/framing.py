@@ -31,7 +31,7 @@ def framed_size(header: bytes, body_bytes: int) -> int:
     return PREFIX.size + len(header) + body_bytes
 
 
-def read_header(data: bytes, magic: bytes, what: str) -> tuple[Any, int]:
+def read_header(data: bytes | bytearray, magic: bytes, what: str) -> tuple[Any, int]:
     """Parse ``data``'s JSON header; returns it and the offset where the body starts."""
     if len(data) < PREFIX.size:
         raise UpdateRejected(f"{what} of {len(data)} bytes is shorter than its prefix")

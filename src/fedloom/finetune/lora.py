@@ -47,9 +47,12 @@ class LoRALinear(nn.Module):
 class LoRAConv2d(nn.Module):
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float, gen: torch.Generator) -> None:
         super().__init__()
-        if base.groups != 1:
+        if base.groups != 1 or base.padding_mode != "zeros":
             raise ConfigError(
-                [f"finetune.mode=lora: grouped convolutions are not supported ({base})"]
+                [
+                    "finetune.mode=lora: only convolutions with groups=1 and zero padding "
+                    f"get adapters (got {base}); name it in finetune.names to train it fully"
+                ]
             )
         self.base = base
         self.scale = alpha / rank

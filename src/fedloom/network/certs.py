@@ -75,9 +75,18 @@ def _issue(
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
-    path.write_bytes(data)
     if secret:
-        os.chmod(path, 0o600)
+        write_secret(path, data)
+    else:
+        path.write_bytes(data)
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, from its creation on (keys, tokens)."""
+    path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

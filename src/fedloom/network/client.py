@@ -80,8 +80,10 @@ def run_client(client: Client, channel: GrpcClientChannel, config: FedConfig) ->
             time.sleep(backoff)
             backoff = min(2 * backoff, net.reconnect_max_s)
             continue
-        except FedloomError as error:  # a malformed answer: report it, poll again
+        except FedloomError as error:  # a malformed answer: report it, poll again later
             log.warning("bad work from the server: %s", error)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, net.reconnect_max_s)
             continue
         backoff, last_contact = 0.25, time.monotonic()
         if status == "done":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fedloom.config import load_config, to_yaml
 from fedloom.core.errors import FedloomError
+from fedloom.network.certs import write_secret
 
 ENTRY = "from fedloom.cli import main; main()"
 TOKEN_ENV = "FEDLOOM_TOKEN"
@@ -28,9 +29,7 @@ TOKEN_ENV = "FEDLOOM_TOKEN"
 def write_tokens(path: Path, client_ids: Sequence[str]) -> dict[str, str]:
     tokens = {cid: secrets.token_urlsafe(32) for cid in client_ids}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(tokens, f, indent=1)
+    write_secret(path, json.dumps(tokens, indent=1).encode())
     return tokens
 
 

@@ -1,12 +1,14 @@
 """Adaptive clipping (Andrew et al., "Differentially Private Learning with Adaptive
 Clipping", NeurIPS 2021): the clip follows a target quantile γ of the update norms.
 
-Each round the server counts the updates whose norm is at most the clip, adds
-``N(0, σ_b²)`` to the count, and moves the clip geometrically:
-``C ← C · exp(−η (b̄ − γ))`` with ``b̄ = noised count / expected clients``. The count is a
-second Gaussian query on the same users. Counting ``b − ½`` instead of ``b`` changes
-nothing after the noise but halves the sensitivity to ½, so the count is a Gaussian
-mechanism with noise multiplier ``2σ_b``. Composing two Gaussian mechanisms with
+Each client contributes ``b − ½``, where b = 1 when its update norm is at most the clip;
+the server sums these, adds ``N(0, σ_b²)`` and moves the clip geometrically:
+``C ← C · exp(−η (b̄ − γ))`` with ``b̄ = noised sum / expected clients + ½`` (clamped to
+[0, 1]), as TF Privacy's quantile estimator does. The sum is a second Gaussian query on
+the same users; adding or removing one user changes it by ½ whatever the others do (a
+plain count of b would change by 1, and with Poisson sampling the number of participants
+is itself private), so it is a Gaussian mechanism with noise multiplier ``2σ_b``.
+Composing two Gaussian mechanisms with
 multipliers ``z_Δ`` and ``2σ_b`` is exactly one Gaussian mechanism with
 ``z⁻² = z_Δ⁻² + (2σ_b)⁻²`` (the paper's Theorem 1). So the accountant is fed ``z`` (the
 configured or calibrated multiplier) and the update noise uses the larger ``z_Δ``.
@@ -45,9 +47,9 @@ class AdaptiveClip:
         self.lr = lr
         self.count_std = count_std
 
-    def step(self, noised_count: float, expected: float) -> float:
-        """The next clip from this round's noised count of unclipped updates."""
-        fraction = noised_count / expected
+    def step(self, noised_sum: float, expected: float) -> float:
+        """The next clip from this round's noised sum of ``b − ½`` over the clients."""
+        fraction = min(1.0, max(0.0, noised_sum / expected + 0.5))
         self.clip *= math.exp(-self.lr * (fraction - self.quantile))
         return self.clip
 

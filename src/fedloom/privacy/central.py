@@ -125,7 +125,9 @@ class DPSumAggregator:
             count_noise = mech.noise.normal(
                 torch.Size([]), mech.adaptive.count_std, torch.float64, self.round, "count"
             )
-            mech.adaptive.step(self.unclipped + float(count_noise), mech.expected_clients)
+            # each client's b − ½: sensitivity ½, whatever the number of participants
+            centered = self.unclipped - self._count / 2
+            mech.adaptive.step(centered + float(count_noise), mech.expected_clients)
         mech.accountant.step(mech.noise_multiplier, mech.sample_rate)
         return out
 

@@ -31,7 +31,7 @@ from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.budget import budget_guard, report
 from fedloom.privacy.config import AccountantName
-from fedloom.privacy.modes import noise_multiplier_for
+from fedloom.privacy.modes import noise_multiplier_for, refuse_over_network
 from fedloom.privacy.noise import NoiseSource, noise_source
 
 
@@ -169,12 +169,12 @@ def _check_model(model: nn.Module) -> None:
 
 
 def build_dpsgd(parts: Parts) -> None:
+    refuse_over_network(parts)
     cfg, fed = parts.config.privacy, parts.config
-    problems = []
-    if fed.strategy.name in ("fedprox", "scaffold"):
-        problems.append(f"privacy.mode=dpsgd does not support strategy.name={fed.strategy.name}")
-    if problems:
-        raise ConfigError(problems)
+    if fed.strategy.name in ("fedprox", "scaffold", "fednova"):
+        raise ConfigError(
+            [f"privacy.mode=dpsgd does not support strategy.name={fed.strategy.name}"]
+        )
     _check_model(parts.model)
     sizes = [len(ix) for ix in parts.data.client_indices]
     smallest, batch = min(sizes), fed.train.batch_size or max(sizes)

@@ -61,6 +61,9 @@ def local_dp_hook(
     def hook(update: Tensors, ctx: FitContext) -> Tensors:
         clipped, _ = clip_update(update, clip)
         ledger.record(ctx.client_id)
+        # the server is not trusted: the local data's size and loss stay on the device
+        # (the server then weights every client equally)
+        ctx.meta.update(num_examples=1, train_loss=0.0)
         return {
             name: t + noise.normal(t.shape, std, t.dtype, ctx.round, ctx.client_id, name)
             for name, t in clipped.items()

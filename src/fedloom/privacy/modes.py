@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant, calibrate
@@ -12,6 +14,8 @@ from fedloom.privacy.config import PrivacyConfig
 from fedloom.privacy.local import ParticipationLedger, local_dp_hook
 from fedloom.privacy.noise import noise_source
 from fedloom.privacy.sampler import PoissonSampler
+
+log = logging.getLogger(__name__)
 
 
 def noise_multiplier_for(cfg: PrivacyConfig, sample_rate: float, steps: int) -> float:
@@ -43,6 +47,11 @@ def _check_central(parts: Parts) -> None:
 def build_central(parts: Parts) -> None:
     _check_central(parts)
     cfg, fed = parts.config.privacy, parts.config
+    if fed.network.mode != "simulation" and not cfg.secure_rng:
+        log.warning(
+            "privacy noise is seeded from `seed` (reproducible, and so computable by anyone "
+            "who knows the seed); set privacy.secure_rng=true for a real deployment"
+        )
     rate = fed.clients.per_round / fed.clients.num
     expected = rate * fed.clients.num
     z = noise_multiplier_for(cfg, rate, fed.rounds)
@@ -81,7 +90,22 @@ def build_central(parts: Parts) -> None:
     budget_guard(parts, cfg, lambda rnd: acc.epsilon_after(z, rate, cfg.delta))
 
 
+def refuse_over_network(parts: Parts) -> None:
+    """``local`` and ``dpsgd`` account where the client trains; a networked server would
+    report ε = 0 and never stop at the budget, so they run in simulation only."""
+    mode = parts.config.privacy.mode
+    if parts.config.network.mode != "simulation":
+        raise ConfigError(
+            [
+                f"privacy.mode={mode} accounts on each client and is not supported over the "
+                "network yet (the server could not report or enforce ε); use "
+                "privacy.mode=central, or run it in simulation"
+            ]
+        )
+
+
 def build_local(parts: Parts) -> None:
+    refuse_over_network(parts)
     cfg, fed = parts.config.privacy, parts.config
     z = noise_multiplier_for(cfg, 1.0, fed.rounds)  # worst case: a client in every round
     ledger = ParticipationLedger(z, cfg.accountant)

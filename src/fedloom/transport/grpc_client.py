@@ -78,9 +78,12 @@ class GrpcClientChannel:
         self._metadata = ((CLIENT_KEY, settings.client_id), (TOKEN_KEY, settings.token))
 
     def pull(self) -> tuple[str, Message | None]:
-        # the server holds a poll for poll_s; leave it room before calling the poll lost
+        # the server holds a poll for poll_s; the rest of the call is the download, which
+        # for a large model takes as long as an upload may
         stream: Iterator[bytes] = self._pull(
-            b"", timeout=self.settings.poll_s + 30.0, metadata=self._metadata
+            b"",
+            timeout=self.settings.poll_s + self.settings.push_timeout_s,
+            metadata=self._metadata,
         )
         first = next(stream, None)
         if first is None:
@@ -93,7 +96,7 @@ class GrpcClientChannel:
         frame = join_chunks(stream, size)
         if len(frame) != size:
             raise UpdateRejected(f"work frame truncated: {len(frame)} of {size} bytes")
-        return status, decode_message(bytes(frame))
+        return status, decode_message(frame)
 
     def push(self, message: Message) -> tuple[bool, str]:
         return self.push_chunks(frame_chunks(message, self.settings.chunk_bytes))

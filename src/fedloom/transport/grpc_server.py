@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,15 @@ class _Round:
     mailbox: dict[str, Message]
     """Fit messages not yet answered; a client that re-polls gets its own again."""
     expected: frozenset[str]
-    answered: set[str] = field(default_factory=set)
+    deadline: float
+    """``time.monotonic()`` at which the round closes."""
+
+    def awaits(self, cid: str) -> bool:
+        """``cid`` was sampled and has not answered yet."""
+        return cid in self.mailbox
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
 
 
 class GrpcServerTransport:
@@ -91,6 +100,9 @@ class GrpcServerTransport:
         self._slots = threading.BoundedSemaphore(settings.max_inflight)
         # gRPC copies each chunk it sends: bound how many downloads run at once
         self._downloads = threading.BoundedSemaphore(2 * settings.max_inflight)
+        self._busy: set[tuple[str, str]] = set()
+        """(client, "pull" | "push") transfers under way: one of each per client at a time,
+        so one client cannot hold every download or upload slot."""
         self._server: grpc.Server | None = None
         self._seen: set[str] = set()
         self._started_rounds = False
@@ -108,6 +120,7 @@ class GrpcServerTransport:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="fl-grpc"),
             options=server_options(s.chunk_bytes, s.keepalive),
+            maximum_concurrent_rpcs=s.max_workers,  # beyond it: RESOURCE_EXHAUSTED, not a queue
         )
         handlers = {
             "Pull": grpc.unary_stream_rpc_method_handler(
@@ -157,15 +170,17 @@ class GrpcServerTransport:
             return
         number = next(iter(messages.values())).round
         self._await_clients()
+        current = _Round(
+            number, dict(messages), frozenset(messages), time.monotonic() + self.settings.deadline_s
+        )
         with self._cond:
-            self._round = _Round(number, dict(messages), frozenset(messages))
+            self._round = current
             self._cond.notify_all()
         pending = set(messages)
-        deadline = time.monotonic() + self.settings.deadline_s
         try:
             while pending:
                 try:
-                    cid, reply = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                    cid, reply = self._replies.get(timeout=current.time_left())
                 except queue.Empty:
                     break
                 pending.discard(cid)
@@ -212,7 +227,8 @@ class GrpcServerTransport:
         # compare even for unknown ids, so timing does not reveal which ids exist
         ok = hmac.compare_digest(token, expected if expected is not None else b"\0" * 32)
         if expected is None or not ok:
-            self.refused += 1
+            with self._cond:
+                self.refused += 1
             log.warning("refused %s claiming client %r: bad token", context.peer(), cid[:64])
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown client or bad token")
         with self._cond:
@@ -227,42 +243,69 @@ class GrpcServerTransport:
             self._cond.wait_for(
                 lambda: self._done or self._work_for(cid) is not None, timeout=self.settings.poll_s
             )
-            work = self._work_for(cid)
-            done = self._done
-        if work is None or not self._downloads.acquire(timeout=self.settings.poll_s):
-            yield control("done" if done else "idle")  # busy: the client simply polls again
+            current, work, done = self._round, self._work_for(cid), self._done
+            claimed = work is not None and self._claim(cid, "pull")
+        if current is None or work is None or not claimed:
+            yield control("done" if done else "idle")  # nothing (or already sending): poll again
             return
         try:
-            yield control("fit", frame_size(work))
-            yield from frame_chunks(work, self.settings.chunk_bytes)
+            if not self._downloads.acquire(timeout=min(self.settings.poll_s, current.time_left())):
+                yield control("idle")  # busy: the client simply polls again
+                return
+            # a client that stops reading must not hold a download slot past the round
+            with _cancel_after(current.time_left(), context):
+                try:
+                    yield control("fit", frame_size(work))
+                    yield from frame_chunks(work, self.settings.chunk_bytes)
+                finally:
+                    self._downloads.release()
         finally:
-            self._downloads.release()
+            self._release(cid, "pull")
 
     def _work_for(self, cid: str) -> Message | None:
         return self._round.mailbox.get(cid) if self._round is not None else None
 
     def _push(self, chunks: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
         cid = self._authenticate(context)
-        if not self._slots.acquire(timeout=self.settings.deadline_s):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "server busy; retry next round")
+        with self._cond:  # refuse before reading anything: only an awaited answer is read
+            current = self._round
+            if current is None or cid not in current.expected:
+                return _refuse(cid, f"client {cid} was not asked for an update now")
+            if not current.awaits(cid):
+                return _refuse(cid, f"client {cid} already answered round {current.number}")
+            if not self._claim(cid, "push"):
+                return _refuse(cid, f"client {cid} is already uploading")
         handed_over = False
-        # a client that stalls mid-stream must not hold a slot past the round
-        timer = threading.Timer(self.settings.deadline_s, context.cancel)
-        timer.start()
         try:
-            frame = join_chunks(chunks, self.settings.max_message_bytes)
-            message = decode_message(bytes(frame))
-            del frame
-            self._hand_over(cid, message)
-            handed_over = True
-            return json.dumps({"accepted": True}).encode()
-        except UpdateRejected as why:
-            log.warning("rejected message from client %s: %s", cid, why)
-            return json.dumps({"accepted": False, "reason": str(why)}).encode()
+            if not self._slots.acquire(timeout=current.time_left()):
+                return _refuse(cid, "server busy until the round closed")
+            try:
+                # a client that stalls mid-stream must not hold a slot past the round
+                with _cancel_after(current.time_left(), context):
+                    frame = join_chunks(chunks, self.settings.max_message_bytes)
+                message = decode_message(frame)
+                del frame
+                self._hand_over(cid, message)
+                handed_over = True
+                return _answer(True)
+            except UpdateRejected as why:
+                return _refuse(cid, str(why))
+            finally:
+                if not handed_over:
+                    self._slots.release()
         finally:
-            timer.cancel()
-            if not handed_over:
-                self._slots.release()
+            self._release(cid, "push")
+
+    def _claim(self, cid: str, kind: str) -> bool:
+        """Mark a transfer of ``cid`` under way (call holding ``_cond``); False if one is."""
+        if (cid, kind) in self._busy:
+            return False
+        self._busy.add((cid, kind))
+        return True
+
+    def _release(self, cid: str, kind: str) -> None:
+        with self._cond:
+            self._busy.discard((cid, kind))
 
     def _hand_over(self, cid: str, message: Message) -> None:
         """Queue ``message`` as ``cid``'s reply if it answers the open round, once."""
@@ -274,8 +317,27 @@ class GrpcServerTransport:
                 raise UpdateRejected(
                     f"update is for round {message.round}, the server is in round {current.number}"
                 )
-            if cid in current.answered:
+            if not current.awaits(cid):
                 raise UpdateRejected(f"client {cid} already answered round {current.number}")
-            current.answered.add(cid)
-            current.mailbox.pop(cid, None)
+            del current.mailbox[cid]
             self._replies.put((cid, message))
+
+
+def _answer(accepted: bool, reason: str = "") -> bytes:
+    return json.dumps({"accepted": accepted, "reason": reason}).encode()
+
+
+def _refuse(cid: str, reason: str) -> bytes:
+    log.warning("rejected message from client %s: %s", cid, reason)
+    return _answer(False, reason)
+
+
+@contextmanager
+def _cancel_after(seconds: float, context: grpc.ServicerContext) -> Iterator[None]:
+    """Cancel the RPC if the block has not finished within ``seconds``."""
+    timer = threading.Timer(seconds, context.cancel)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

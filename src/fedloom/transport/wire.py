@@ -36,7 +36,7 @@ def encode_message(message: Message) -> bytes:
     return pack_prefix(MAGIC, _header(message)) + message.payload
 
 
-def decode_message(frame: bytes) -> Message:
+def decode_message(frame: bytes | bytearray) -> Message:
     """Parse a frame; anything malformed raises ``UpdateRejected`` with the reason."""
     header, offset = read_header(frame, MAGIC, "frame")
     try:
@@ -47,4 +47,4 @@ def decode_message(frame: bytes) -> Message:
         raise UpdateRejected("header fields kind/round/sender have the wrong type")
     if not isinstance(meta, dict):
         raise UpdateRejected("header meta must be a JSON object")
-    return Message(kind, rnd, sender, bytes(frame[offset:]), meta)
+    return Message(kind, rnd, sender, bytes(memoryview(frame)[offset:]), meta)
