@@ -71,3 +71,24 @@ def test_pruner_ramps_and_restores():
     restored = MagnitudePruner(0.8, ramp=4)
     restored.load_state_dict(pruner.state_dict())
     assert restored.steps == 5 and restored.metrics(6) == {"sparsity": 0.8}
+
+
+def test_error_feedback_encodes_each_update_once(monkeypatch) -> None:
+    from fedloom.compression.blob import SpecCodec
+    from fedloom.config import load_config
+    from fedloom.experiment import Experiment
+
+    calls = []
+    encode = SpecCodec.encode
+
+    def counting(self, tensors, key=()):
+        calls.append(key)
+        return encode(self, tensors, key)
+
+    monkeypatch.setattr(SpecCodec, "encode", counting)
+    overrides = ["model.name=logreg", "clients.num=3", "clients.per_round=3", "rounds=1"]
+    exp = Experiment(load_config(None, [*overrides, "compression.up=topk:0.1+int8"]))
+    exp.server.run(1)
+    assert len(calls) == 3  # one uplink encode per client, shared with error feedback
+    residuals = [c.state for c in exp.clients.values()]
+    assert all(any(k.startswith("compression.residual.") for k in s) for s in residuals)

@@ -128,7 +128,8 @@ class ScaffoldStrategy(Strategy):
 
 
 def _client_control(ctx: FitContext, name: str, like: Tensor) -> Tensor:
-    return ctx.state.get(C_CLIENT + name, torch.zeros_like(like))
+    c_i = ctx.state.get(C_CLIENT + name)
+    return torch.zeros_like(like) if c_i is None else c_i
 
 
 def drift_correction(model: nn.Module, ctx: FitContext) -> None:
@@ -137,7 +138,8 @@ def drift_correction(model: nn.Module, ctx: FitContext) -> None:
         c = ctx.aux.get(C_DOWN + name)
         if c is None or param.grad is None:
             continue
-        param.grad.add_(c - _client_control(ctx, name, c))
+        c_i = ctx.state.get(C_CLIENT + name)  # none yet: c_i = 0 (no zeros built per step)
+        param.grad.add_(c if c_i is None else c - c_i)
 
 
 def control_variate_hook(lr: float, momentum: float = 0.0) -> UpdateHook:

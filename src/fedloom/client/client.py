@@ -72,7 +72,10 @@ class Client:
             "steps": ctx.result.steps,
             **ctx.meta,
         }
-        payload = self.up.encode(update, uplink_key(message.round, self.client_id))
+        if ctx.encoded is not None and ctx.encoded[0] is update:
+            payload = ctx.encoded[1]  # a hook encoded exactly this update already
+        else:
+            payload = self.up.encode(update, uplink_key(message.round, self.client_id))
         return Message("fit_result", message.round, self.client_id, payload, meta)
 
 

@@ -39,16 +39,18 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
 
 
+def planned_steps(config: TrainConfig, n: int) -> int:
+    """Local steps a client with ``n`` examples runs in a round: ``local_steps``, or
+    ``local_epochs`` passes over its batches (a batch of ``batch_size``, or all n)."""
+    if n == 0:
+        return 0
+    return config.local_steps or config.local_epochs * math.ceil(n / (config.batch_size or n))
+
+
 def _batches(
-    n: int,
-    batch: int,
-    steps: int | None,
-    epochs: int,
-    gen: torch.Generator,
-    budget: int | None = None,
+    n: int, batch: int, total: int, gen: torch.Generator, budget: int | None = None
 ) -> Iterator[Tensor]:
-    """Index tensors of each minibatch: whole shuffled epochs, or ``steps`` batches across them."""
-    total = steps if steps is not None else epochs * math.ceil(n / batch)
+    """Index tensors of ``total`` minibatches drawn from whole shuffled epochs."""
     if budget is not None:
         total = min(total, budget)
     done = 0
@@ -86,7 +88,7 @@ class LocalTrainer:
         batch = cfg.batch_size or n
         model.train()
         loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
-        for idx in _batches(n, batch, cfg.local_steps, cfg.local_epochs, gen, _budget(ctx)):
+        for idx in _batches(n, batch, planned_steps(cfg, n), gen, _budget(ctx)):
             optimizer.zero_grad(set_to_none=True)
             loss = self.loss(model(data.x[idx]), data.y[idx])
             objective = loss

@@ -2,8 +2,9 @@
 
 The client adds last round's residual to its update, and keeps as the new residual what
 the codec will drop this time: ``sent + new_residual == update + old_residual``. It finds
-``sent`` by replaying the very encode the client is about to do (same codec, same key,
-hence the same random draws), so nothing about the codec's internals leaks in here.
+``sent`` by doing the very encode the client would do (same codec, same key, hence the
+same random draws) and hands the payload on, so nothing about the codec's internals leaks
+in here and the update is encoded once.
 The residual lives in the client's persistent state, which the checkpoint saves.
 """
 
@@ -29,9 +30,11 @@ class ErrorFeedback:
             else u
             for name, u in update.items()
         }
-        sent = self.codec.decode(self.codec.encode(corrected, uplink_key(ctx.round, ctx.client_id)))
+        payload = self.codec.encode(corrected, uplink_key(ctx.round, ctx.client_id))
+        sent = self.codec.decode(payload)
         for name, value in corrected.items():
             ctx.state[RESIDUAL_PREFIX + name] = value - sent[name]
+        ctx.encoded = (corrected, payload)  # the client sends it as is: one encode a round
         return corrected
 
 

@@ -18,9 +18,9 @@ from fedloom.client.evaluate import evaluate
 from fedloom.client.trainer import LocalTrainer
 from fedloom.config import FedConfig
 from fedloom.core.seeding import derive_seed, generator
-from fedloom.core.tensors import state_of
 from fedloom.data.federated import keep_classes
 from fedloom.data.registry import get_loader
+from fedloom.finetune.feature import export_full
 from fedloom.models import build_model
 
 
@@ -48,5 +48,5 @@ def pretrain(config: FedConfig, out: str | Path, epochs: int) -> PretrainResult:
     loss, accuracy = evaluate(model, loaded.test)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({n: t.contiguous() for n, t in state_of(model).items()}, out)
+    save_file(export_full(model), out)
     return PretrainResult(out, accuracy, loss, len(loaded.train))

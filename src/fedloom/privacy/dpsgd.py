@@ -11,7 +11,6 @@ history; the metrics report the largest ε over clients.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedloom.client.context import FitContext, TrainResult
-from fedloom.client.trainer import LocalTrainer, TrainConfig
+from fedloom.client.trainer import LocalTrainer, TrainConfig, planned_steps
 from fedloom.core.errors import ConfigError
 from fedloom.data.base import TensorData
 from fedloom.parts import Parts
@@ -91,11 +90,6 @@ class ClientLedgers:
             self.epsilons[cid] = self.accountants[cid].epsilon(self.delta)
 
 
-def steps_per_round(config: TrainConfig, n: int, batch: int) -> int:
-    """Local steps: ``local_steps``, or ``local_epochs`` passes of n/B expected examples."""
-    return config.local_steps or config.local_epochs * max(1, math.ceil(n / batch))
-
-
 class DPSGDTrainer(LocalTrainer):
     def __init__(
         self,
@@ -120,7 +114,7 @@ class DPSGDTrainer(LocalTrainer):
             raise ValueError("DP-SGD accounts per client: pass the FitContext")
         cfg, n = self.config, len(data)
         batch = min(cfg.batch_size or n, n)
-        rate, steps = batch / n, steps_per_round(cfg, n, batch)
+        rate, steps = batch / n, planned_steps(cfg, n)
         gsm = GradSampleModule(model, loss_reduction="mean")
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _KeyedNoiseDPOptimizer(
@@ -176,10 +170,13 @@ def build_dpsgd(parts: Parts) -> None:
             [f"privacy.mode=dpsgd does not support strategy.name={fed.strategy.name}"]
         )
     _check_model(parts.model)
-    sizes = [len(ix) for ix in parts.data.client_indices]
-    smallest, batch = min(sizes), fed.train.batch_size or max(sizes)
-    worst_rate = min(batch, smallest) / smallest
-    worst_steps = max(steps_per_round(fed.train, n, min(batch, n)) for n in sizes) * fed.rounds
+    # each client's (Poisson rate, steps) per round; the worst of each bounds every client
+    plans = {
+        str(k): (min(fed.train.batch_size or n, n) / n, planned_steps(fed.train, n))
+        for k, n in enumerate(len(ix) for ix in parts.data.client_indices)
+    }
+    worst_rate = max(rate for rate, _ in plans.values())
+    worst_steps = max(steps for _, steps in plans.values()) * fed.rounds
     z = noise_multiplier_for(cfg, worst_rate, worst_steps)  # a client in every round
     ledgers = ClientLedgers(cfg.accountant, cfg.delta)
     noise = noise_source(cfg.secure_rng, fed.seed, "dp-sgd")
@@ -192,8 +189,4 @@ def build_dpsgd(parts: Parts) -> None:
         {"noise_multiplier": z, "clip": cfg.clip, "level": "sample (max over clients)"},
     )
     # conservative: any client might be sampled next round
-    plans = {}
-    for k, n in enumerate(sizes):
-        b = min(batch, n)
-        plans[str(k)] = (b / n, steps_per_round(fed.train, n, b))
     budget_guard(parts, cfg, lambda rnd: ledgers.max_epsilon_after(z, plans))

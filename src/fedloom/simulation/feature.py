@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
+from fedloom.client.trainer import planned_steps
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
 from fedloom.simulation.devices import SimulatedDevices, draw_profiles
@@ -15,12 +15,9 @@ from fedloom.transport.inprocess import Handler
 def full_steps(parts: Parts) -> dict[str, int]:
     """Local steps each client runs in a round without a deadline."""
     train = parts.config.train
-    steps = {}
-    for k, idx in enumerate(parts.data.client_indices):
-        n = len(idx)
-        per_epoch = math.ceil(n / (train.batch_size or n))
-        steps[str(k)] = train.local_steps or train.local_epochs * per_epoch
-    return steps
+    return {
+        str(k): planned_steps(train, len(idx)) for k, idx in enumerate(parts.data.client_indices)
+    }
 
 
 def apply_devices(parts: Parts) -> None:
