@@ -90,3 +90,38 @@ def test_lora_trains_adapters_and_the_layers_named_in_full():
         "fc2.bias",
     }
     assert _select("finetune.mode=lora") == adapters | {"fc2.lora_a", "fc2.lora_b"}
+
+
+def test_floating_buffers_travel_with_the_trained_part(tmp_path) -> None:
+    from torch import nn
+
+    from fedloom.config import nest
+    from fedloom.data import federate_tensors
+    from fedloom.experiment import Experiment
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.Linear(16, 10))
+    data = TensorData(torch.rand(200, 1, 8, 8), torch.randint(0, 10, (200,)))
+    config = load_config(
+        None,
+        base=nest(
+            {
+                "model.name": "custom",
+                "clients.num": 4,
+                "clients.per_round": 4,
+                "rounds": 1,
+                "finetune.mode": "names",
+                "finetune.names": ["3.*"],
+                "output_dir": str(tmp_path / "bn"),
+            }
+        ),
+    )
+    fed = federate_tensors(data, data, 4, config.data, 0)
+    exp = Experiment(config, model=model, data=fed)
+    # the head trains; BatchNorm's running statistics travel; its affine weights stay frozen
+    assert set(exp.server.global_state) == {"3.weight", "3.bias", "2.running_mean", "2.running_var"}
+    pretrained = {n: t.clone() for n, t in model.state_dict().items()}
+    exp.run()
+    final = exp.server.global_state
+    assert not torch.equal(final["2.running_mean"], pretrained["2.running_mean"])
+    assert torch.equal(model.state_dict()["2.weight"], pretrained["2.weight"])

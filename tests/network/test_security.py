@@ -93,3 +93,21 @@ def test_certs_command_writes_a_verifiable_chain(tmp_path):
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
     assert (tmp_path / "server.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_missing_tokens_and_plaintext_off_loopback_are_warned(tmp_path, caplog):
+    import json
+    import logging
+
+    from fedloom.network.config import NetworkConfig
+    from fedloom.network.feature import server_settings
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"0": "x" * 32}))
+    caplog.set_level(logging.WARNING, logger="fedloom.network.feature")
+    server_settings(NetworkConfig(tokens_file=str(tokens), address="0.0.0.0:0"), ["0", "1"])
+    text = caplog.text
+    assert "no token for client(s) ['1']" in text and "without TLS" in text
+    caplog.clear()
+    server_settings(NetworkConfig(tokens_file=str(tokens), address="127.0.0.1:0"), ["0"])
+    assert caplog.text == ""

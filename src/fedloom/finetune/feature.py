@@ -1,9 +1,10 @@
 """The fine-tuning feature: freeze all but the selected parameters, and export the result.
 
-Only the selected tensors are in the server's global state, so only they are sent down,
-trained, clipped, noised, compressed and sent up; each simulated client keeps the frozen
-rest from its own copy of the pretrained model (``requires_grad`` is off, so no optimizer
-step, momentum or weight decay ever touches them). The run's ``model.safetensors`` is the
+Only the selected tensors (and the model's floating-point buffers, such as BatchNorm
+statistics, which change in training whatever is frozen) are in the server's global
+state, so only they are sent down, trained, clipped, noised, compressed and sent up; the
+frozen rest stays as pretrained (``requires_grad`` is off, so no optimizer step, momentum
+or weight decay ever touches it). The run's ``model.safetensors`` is the
 whole model, with LoRA adapters merged into their layers.
 """
 
@@ -36,7 +37,10 @@ def finetune_feature(parts: Parts) -> None:
     trainable = frozenset(SELECTORS[cfg.mode](parts))
     for name, param in parts.model.named_parameters():
         param.requires_grad_(name in trainable)
-    parts.trainable = trainable.__contains__
+    # floating-point buffers (BatchNorm statistics) still move while the clients train;
+    # they travel and are averaged like the trained part, so no client inherits another's
+    buffers = {n for n, b in parts.model.named_buffers() if b.is_floating_point()}
+    parts.trainable = (trainable | buffers).__contains__
     parts.export = EXPORTS.get(cfg.mode, export_full)
     sizes = {n: p.numel() for n, p in parts.model.named_parameters()}
     parts.notes["trainable_parameters"] = sum(sizes[n] for n in trainable)

@@ -6,7 +6,9 @@ Everything else in the federation (strategy, codecs, hooks, checkpoints) is unch
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +17,8 @@ from fedloom.core.errors import ConfigError
 from fedloom.network.config import NetworkConfig, read_file
 from fedloom.parts import Parts
 from fedloom.transport.inprocess import Handler
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # grpcio is an optional extra: import it only when a run uses it
     from fedloom.transport.grpc_server import GrpcServerSettings, GrpcServerTransport
@@ -47,10 +51,19 @@ def server_settings(net: NetworkConfig, client_ids: Sequence[str]) -> GrpcServer
     unknown = sorted(set(tokens) - set(client_ids))
     if unknown:
         raise ConfigError([f"network.tokens_file names clients not in the run: {unknown[:5]}"])
+    missing = sorted(set(client_ids) - set(tokens), key=_numeric_first)
+    if missing:
+        log.warning("no token for client(s) %s: they cannot join the run", missing[:5])
     tls = None
     cert, key = read_file(net.tls_cert, "tls_cert"), read_file(net.tls_key, "tls_key")
     if cert is not None and key is not None:
         tls = ServerTls(cert, key, read_file(net.tls_ca, "tls_ca"), net.mutual_tls)
+    elif not _loopback(net.address):
+        log.warning(
+            "serving %s without TLS: tokens and updates cross the network in clear text "
+            "(set network.tls_cert and network.tls_key)",
+            net.address,
+        )
     return GrpcServerSettings(
         address=net.address,
         tokens=tokens,
@@ -78,3 +91,17 @@ def grpc_feature(parts: Parts) -> None:
         return GrpcServerTransport(settings)
 
     parts.transport = factory
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _numeric_first(cid: str) -> tuple[int, str]:
+    return (int(cid), "") if cid.isdigit() else (1 << 62, cid)
