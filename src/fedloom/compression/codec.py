@@ -2,7 +2,7 @@
 
 Encoding may be random (stochastic rounding, randk); the caller passes a ``key`` such as
 ``("up", round, client)`` and the codec derives its generator from (seed, *key), so an
-encode can be replayed exactly (error feedback does, to learn what the codec dropped).
+encode is reproducible (a resumed run sends the same bytes).
 """
 
 from __future__ import annotations

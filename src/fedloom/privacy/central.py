@@ -19,7 +19,7 @@ The server clips again on arrival, so the bound never rests on the clients' code
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -65,17 +65,20 @@ class CentralMechanism:
     accountant: Accountant
     noise: NoiseSource
     adaptive: AdaptiveClip | None = None
+    update_multiplier: float = field(init=False)
+    """z_Δ: the multiplier of the noise on the update sum (z without adaptive clipping)."""
+
+    def __post_init__(self) -> None:
+        # a count noise too small for z is a ConfigError here, before any round runs
+        self.update_multiplier = (
+            self.noise_multiplier
+            if self.adaptive is None
+            else update_noise_multiplier(self.noise_multiplier, self.adaptive.count_std)
+        )
 
     @property
     def current_clip(self) -> float:
         return self.adaptive.clip if self.adaptive else self.clip
-
-    @property
-    def update_multiplier(self) -> float:
-        """z_Δ: the multiplier of the noise on the update sum."""
-        if self.adaptive is None:
-            return self.noise_multiplier
-        return update_noise_multiplier(self.noise_multiplier, self.adaptive.count_std)
 
     def state_dict(self) -> dict[str, Any]:
         clip = self.adaptive.state_dict() if self.adaptive else {}

@@ -54,20 +54,18 @@ class _KeyedNoiseDPOptimizer(DPOptimizer):
 
 
 class ClientLedgers:
-    """Each client's accountant history (checkpointed) and its ε."""
+    """Each client's accountant history (checkpointed); ε is read from it when asked."""
 
     def __init__(self, kind: AccountantName, delta: float) -> None:
         self.kind, self.delta = kind, delta
         self.accountants: dict[str, Accountant] = {}
-        self.epsilons: dict[str, float] = {}
 
     def record(self, client_id: str, noise_multiplier: float, rate: float, steps: int) -> None:
         acc = self.accountants.setdefault(client_id, Accountant(self.kind))
         acc.step(noise_multiplier, rate, steps)
-        self.epsilons[client_id] = acc.epsilon(self.delta)
 
     def max_epsilon(self) -> float:
-        return max(self.epsilons.values(), default=0.0)
+        return max((a.epsilon(self.delta) for a in self.accountants.values()), default=0.0)
 
     def max_epsilon_after(
         self, noise_multiplier: float, plans: dict[str, tuple[float, int]]
@@ -83,11 +81,10 @@ class ClientLedgers:
         return {cid: acc.state_dict() for cid, acc in self.accountants.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.accountants, self.epsilons = {}, {}
+        self.accountants = {}
         for cid, saved in state.items():
             self.accountants[cid] = Accountant(self.kind)
             self.accountants[cid].load_state_dict(saved)
-            self.epsilons[cid] = self.accountants[cid].epsilon(self.delta)
 
 
 class DPSGDTrainer(LocalTrainer):

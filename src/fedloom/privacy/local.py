@@ -28,17 +28,14 @@ class ParticipationLedger:
         self.noise_multiplier = noise_multiplier
         self.kind = kind
         self.counts: dict[str, int] = {}
-        self._cache: dict[tuple[int, float], float] = {}
 
     def record(self, client_id: str) -> None:
         self.counts[client_id] = self.counts.get(client_id, 0) + 1
 
     def epsilon_for(self, releases: int, delta: float) -> float:
-        if (releases, delta) not in self._cache:
-            acc = Accountant(self.kind)
-            acc.step(self.noise_multiplier, 1.0, releases)
-            self._cache[(releases, delta)] = acc.epsilon(delta)
-        return self._cache[(releases, delta)]
+        acc = Accountant(self.kind)  # its ε is cached by history, shared by all accountants
+        acc.step(self.noise_multiplier, 1.0, releases)
+        return acc.epsilon(delta)
 
     def max_epsilon(self, delta: float, extra: int = 0) -> float:
         """The largest per-client ε (``extra`` more releases for the busiest client)."""

@@ -53,7 +53,8 @@ def build_central(parts: Parts) -> None:
             "who knows the seed); set privacy.secure_rng=true for a real deployment"
         )
     rate = fed.clients.per_round / fed.clients.num
-    expected = rate * fed.clients.num
+    sampler = PoissonSampler(fed.clients.num, rate, fed.seed)
+    expected = sampler.expected_per_round
     z = noise_multiplier_for(cfg, rate, fed.rounds)
     adaptive = None
     if cfg.adaptive_clip:
@@ -68,8 +69,7 @@ def build_central(parts: Parts) -> None:
         noise=noise_source(cfg.secure_rng, fed.seed, "dp-central"),
         adaptive=adaptive,
     )
-    mech.update_multiplier  # noqa: B018 -- fails now, with a ConfigError, if σ_b is too small
-    parts.sampler = PoissonSampler(fed.clients.num, rate, fed.seed)
+    parts.sampler = sampler
     parts.strategy = CentralDPStrategy(parts.strategy, mech)
     parts.client_hooks.append(client_clip_hook())  # before compression's hook
     parts.stateful["privacy"] = mech
