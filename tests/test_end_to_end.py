@@ -74,29 +74,61 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedloom.cli", *args]
 
 
+# A run that stops in the middle of round 4 (round 3 is checkpointed, round 4's work is
+# out to its clients), says so, and waits there to be killed.
+HELD_RUN = """
+import sys, time
+from pathlib import Path
+import fedloom
+
+marker, overrides = Path(sys.argv[1]), sys.argv[2:]
+experiment = fedloom.Experiment(fedloom.load_config(None, overrides))
+transport = experiment.server.transport
+fits = dict(transport.handlers)
+
+def held(fit):
+    def handle(message):
+        if message.round == 4:
+            marker.write_text("held")
+            while True:
+                time.sleep(60)
+        return fit(message)
+    return handle
+
+transport.handlers = {cid: held(fit) for cid, fit in fits.items()}
+experiment.run()
+"""
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tmp_path):
     overrides = [*SMALL, "rounds=12", "strategy.name=fedavgm", "train.momentum=0.5"]
     reference = run(tmp_path, "reference", overrides)
 
-    killed_dir = tmp_path / "killed"
+    killed_dir, marker = tmp_path / "killed", tmp_path / "held"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        _cli("run", *overrides, f"output_dir={killed_dir}"),
+        [sys.executable, "-c", HELD_RUN, str(marker), *overrides, f"output_dir={killed_dir}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    metrics = killed_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, f"the run exited with {proc.returncode} before round 4"
+            assert time.monotonic() < deadline, "round 4 never started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     state = json.loads((killed_dir / "checkpoint" / "state.json").read_text())
-    assert 1 <= state["round"] < 12, "the run must be killed mid-way"
+    assert state["round"] == 3
+    metrics = killed_dir / "metrics.jsonl"
+    assert len(metrics.read_text().splitlines()) == 3
     assert not (killed_dir / "model.safetensors").exists()
 
     done = subprocess.run(_cli("resume", str(killed_dir)), env=env, capture_output=True, text=True)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
+from fedloom.client.client import Client
 from fedloom.config import load_config
+from fedloom.core.message import Message
 from fedloom.experiment import RunResult
 from fedloom.network.client import client_settings, local_client, run_client
 from fedloom.network.server import serve, server_experiment
@@ -76,27 +78,109 @@ class ThreadedServer:
         return self.result
 
 
+class Gate:
+    """Holds a client's fits for rounds above the opened one until the test opens them.
+
+    A held round cannot end before its deadline, so a test that kills or restarts a
+    process does it in a state it has seen (this round open, the one before checkpointed),
+    never on timing luck."""
+
+    def __init__(self, opened: int = 0) -> None:
+        self._cond = threading.Condition()
+        self._opened = opened
+        self._holding: int | None = None
+
+    def open(self, rnd: int) -> None:
+        """Let fits of rounds up to ``rnd`` through."""
+        with self._cond:
+            self._opened = rnd
+            self._cond.notify_all()
+
+    def wait_holding(self, rnd: int, timeout: float = 120.0) -> None:
+        """Return once a fit of round ``rnd`` waits here."""
+        with self._cond:
+            held = self._cond.wait_for(lambda: self._holding == rnd, timeout)
+        assert held, f"no fit of round {rnd} reached the gate"
+
+    def pass_fit(self, message: Message) -> None:
+        with self._cond:
+            if message.round > self._opened:
+                self._holding = message.round
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: message.round <= self._opened)
+                self._holding = None
+
+
+class Turns:
+    """Clients answer each round one after another in ``order`` (training and upload), so
+    updates reach the server in the simulation's order and float sums match bit for bit."""
+
+    def __init__(self, order: list[str]) -> None:
+        self._cond = threading.Condition()
+        self._order = order
+        self._answered: dict[int, int] = {}
+
+    def wait_turn(self, cid: str, rnd: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._answered.get(rnd, 0) == self._order.index(cid))
+
+    def answered(self, rnd: int) -> None:
+        with self._cond:
+            self._answered[rnd] = self._answered.get(rnd, 0) + 1
+            self._cond.notify_all()
+
+
 def start_clients(
-    overrides: list[str], address: str, ids: list[int], token: Callable[[int], str]
+    overrides: list[str],
+    address: str,
+    ids: list[int],
+    token: Callable[[int], str],
+    *,
+    gates: Mapping[int, Gate] | None = None,
+    turns: Turns | None = None,
 ) -> list[threading.Thread]:
-    """Honest clients in threads; a lock keeps their (global) torch RNG use deterministic."""
+    """Honest clients in threads; a lock keeps their (global) torch RNG use deterministic.
+
+    ``gates`` hold chosen clients' fits until the test opens their rounds; ``turns`` makes
+    the clients answer every round in a fixed order."""
     config = load_config(None, overrides)
     lock = threading.Lock()
     threads = []
     for k in ids:
         client = local_client(config, k)
-        handle = client.handle
-
-        def locked(message, handle=handle):
-            with lock:
-                return handle(message)
-
-        client.handle = locked  # type: ignore[method-assign]
         channel = GrpcClientChannel(client_settings(config, address, str(k), token(k)))
+        _instrument(client, channel, lock, (gates or {}).get(k), turns)
         thread = threading.Thread(target=run_client, args=(client, channel, config), daemon=True)
         thread.start()
         threads.append(thread)
     return threads
+
+
+def _instrument(
+    client: Client,
+    channel: GrpcClientChannel,
+    lock: threading.Lock,
+    gate: Gate | None,
+    turns: Turns | None,
+) -> None:
+    handle, push = client.handle, channel.push
+
+    def fit(message: Message) -> Message:
+        if gate is not None:
+            gate.pass_fit(message)
+        if turns is not None:
+            turns.wait_turn(client.client_id, message.round)
+        with lock:
+            return handle(message)
+
+    def upload(message: Message) -> tuple[bool, str]:
+        accepted, reason = push(message)
+        if accepted and turns is not None:  # a refused or failed upload is answered again
+            turns.answered(message.round)
+        return accepted, reason
+
+    client.handle = fit  # type: ignore[method-assign]
+    channel.push = upload  # type: ignore[method-assign]
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Real processes, real SIGKILLs: the server restarts from its checkpoint, a dead client is
-dropped, and the run still completes."""
+dropped, and the run still completes. Every kill acts on a state the test has observed."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from .conftest import tokens_for
+from .conftest import Gate, start_clients, tokens_for
 
 ENTRY = "from fedloom.cli import main; main()"
 
@@ -28,7 +29,12 @@ def _spawn(args: list[str], log: Path, token: str | None = None) -> subprocess.P
         )
 
 
-def _wait(condition, timeout: float, what: str, procs=()) -> None:
+def _wait(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    procs: Sequence[subprocess.Popen[bytes]] = (),
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -48,47 +54,82 @@ def _checkpoint_round(run: Path) -> int:
 
 @pytest.mark.slow
 def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps(tokens_for(2)))
+    """Client 0 runs in this process behind a gate, so every kill lands while a known round
+    is held open; the server and client 1 are real processes, killed with SIGKILL.
+
+    Round 1: both answer. The server is killed while round 2 is held; its restart resumes
+    after round 1 and both clients reconnect. Client 1 and the server are killed while
+    round 3 is held; the second restart waits for client 1 only ``resume_wait_s``, goes on
+    with client 0, and drops client 1 at round 3's deadline. The first two servers' round
+    deadline is long, so a held round stays open until the test has acted."""
+    tokens = tokens_for(2)
+    (tmp_path / "tokens.json").write_text(json.dumps(tokens))
     run, port_file = tmp_path / "run", tmp_path / "address"
     common = [
-        "model.name=logreg", "clients.num=2", "clients.per_round=2", "rounds=4",
-        "train.local_epochs=1", "seed=3", f"output_dir={run}", f"network.tokens_file={tokens}",
-        "network.round_deadline_s=3", "network.poll_s=1", "network.linger_s=2",
+        "model.name=logreg", "clients.num=2", "clients.per_round=2", "rounds=3",
+        "train.local_epochs=1", "seed=3", f"output_dir={run}",
+        f"network.tokens_file={tmp_path / 'tokens.json'}",
+        "network.poll_s=1", "network.linger_s=2",
         "network.reconnect_max_s=0.3", "network.give_up_s=120", "network.wait_for_clients=2",
-        f"network.port_file={port_file}",
+        "network.resume_wait_s=1", f"network.port_file={port_file}",
     ]  # fmt: skip
-    server = _spawn(["server", *common, "network.address=127.0.0.1:0"], tmp_path / "server.log")
-    procs = []
+    # a held round stays open until its deadline: far longer than a kill takes to land;
+    # the last server's short one is the wait for the dead client
+    held, last = ["network.round_deadline_s=120"], ["network.round_deadline_s=10"]
+    server_log = tmp_path / "server.log"
+    server = _spawn(["server", *common, *held, "network.address=127.0.0.1:0"], server_log)
+    client1: subprocess.Popen[bytes] | None = None
     try:
         _wait(port_file.exists, 120, "the server starts", [server])
         address = port_file.read_text().strip()
-        procs = [
-            _spawn(["client", "--server", address, "--partition", str(k), *common],
-                   tmp_path / f"client-{k}.log", tokens_for(2)[str(k)])
-            for k in (0, 1)
-        ]  # fmt: skip
-        _wait(lambda: _checkpoint_round(run) >= 1, 120, "round 1 ends", [server, *procs])
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-        killed_after = _checkpoint_round(run)
-        port_file.unlink()
-        server = _spawn(["server", *common, f"network.address={address}"], tmp_path / "server.log")
-        _wait(lambda: _checkpoint_round(run) >= 2, 120, "round 2 ends", [server, *procs])
-        procs[1].send_signal(signal.SIGKILL)
+        gate = Gate(opened=1)
+        (client0,) = start_clients(common, address, [0], lambda k: tokens[str(k)],
+                                   gates={0: gate})  # fmt: skip
+        client1 = _spawn(["client", "--server", address, "--partition", "1", *common],
+                         tmp_path / "client-1.log", tokens["1"])  # fmt: skip
+
+        gate.wait_holding(2)  # round 1 is checkpointed, round 2 is open
+        assert _checkpoint_round(run) == 1
+        server = _restart(server, [*common, *held], address, port_file, server_log)
+        gate.open(2)
+
+        gate.wait_holding(3)  # round 2 is checkpointed, round 3 is open
+        assert _checkpoint_round(run) == 2
+        _kill(client1)
+        server = _restart(server, [*common, *last], address, port_file, server_log)
+        gate.open(3)
+
         assert server.wait(timeout=120) == 0
-        assert procs[0].wait(timeout=30) == 0
+        client0.join(timeout=30)
+        assert not client0.is_alive(), "client 0 did not hear that the run is done"
     finally:
-        for proc in [server, *procs]:
-            if proc.poll() is None:
+        for proc in (server, client1):
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    log = (tmp_path / "server.log").read_text()
-    assert f"after round {killed_after}" in log
+    log = server_log.read_text()
+    assert "after round 1" in log and "after round 2" in log
+    assert "resuming with 1 of 2 clients connected" in log
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["round"] for m in metrics] == [1, 2, 3, 4]
-    # both clients reconnected to the restarted server; the killed one is dropped later
-    assert metrics[killed_after]["num_clients"] == 2
-    assert metrics[-1]["num_clients"] == 1 and metrics[-1]["num_failed"] == 1
+    assert [m["round"] for m in metrics] == [1, 2, 3]
+    # both clients reconnected to the first restart; the second went on without client 1
+    assert [m["num_clients"] for m in metrics] == [2, 2, 1]
+    assert [m["num_failed"] for m in metrics] == [0, 0, 1]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["rounds"] == 4 and summary["final_test_accuracy"] > 0.8
+    assert summary["rounds"] == 3 and summary["final_test_accuracy"] > 0.8
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+def _restart(
+    server: subprocess.Popen[bytes], common: list[str], address: str, port_file: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """SIGKILL the server, start it again on the same address, return once it serves."""
+    _kill(server)
+    port_file.unlink()
+    server = _spawn(["server", *common, f"network.address={address}"], log)
+    _wait(port_file.exists, 120, "the server restarts", [server])
+    return server

@@ -16,7 +16,7 @@ from fedloom.transport.grpc_client import GrpcClientChannel
 from fedloom.transport.grpc_common import frame_chunks
 from fedloom.transport.wire import encode_message
 
-from .conftest import ThreadedServer, network_overrides, start_clients, tokens_for
+from .conftest import Gate, ThreadedServer, network_overrides, start_clients, tokens_for
 
 LIMIT = 200_000
 
@@ -63,15 +63,24 @@ def _bad_update(work: Message) -> Message:
     return Message("fit_result", work.round, "1", RawCodec().encode(tensors), meta)
 
 
-def attacker(channel: GrpcClientChannel, log: list[str]) -> None:
-    for rnd in (1, 2, 3):
-        work = _wait_for_work(channel, rnd)
-        log.extend(_junk_that_never_counts(channel, work))
-        accepted, _ = channel.push(_bad_update(work))
-        assert accepted  # the transport hands it on; the round loop's validation rejects it
-        accepted, reason = channel.push(_bad_update(work))  # replay within the round
-        assert not accepted
-        log.append(reason)
+def attacker(
+    channel: GrpcClientChannel, log: list[str], honest: Gate, errors: list[BaseException]
+) -> None:
+    """Attacks every round while the honest client's answer is held, so the round is
+    open for each attempt; then lets the honest client answer and close it."""
+    try:
+        for rnd in (1, 2, 3):
+            work = _wait_for_work(channel, rnd)
+            log.extend(_junk_that_never_counts(channel, work))
+            accepted, _ = channel.push(_bad_update(work))
+            assert accepted  # the transport hands it on; the round loop's validation rejects it
+            accepted, reason = channel.push(_bad_update(work))  # replay within the round
+            assert not accepted
+            log.append(reason)
+            honest.open(rnd)
+    except BaseException as error:  # reported by the test, not lost in this thread
+        errors.append(error)
+        honest.open(3)
 
 
 def test_hostile_client_is_rejected_and_the_run_goes_on(tmp_path, small, caplog):
@@ -84,12 +93,16 @@ def test_hostile_client_is_rejected_and_the_run_goes_on(tmp_path, small, caplog)
     config = load_config(None, overrides)
     bad = GrpcClientChannel(client_settings(config, server.address, "1", tokens["1"]))
     reasons: list[str] = []
-    thread = threading.Thread(target=attacker, args=(bad, reasons), daemon=True)
+    gate, errors = Gate(), []
+    thread = threading.Thread(target=attacker, args=(bad, reasons, gate, errors), daemon=True)
     thread.start()
-    honest = start_clients(overrides, server.address, [0], lambda k: tokens[str(k)])
+    honest = start_clients(overrides, server.address, [0], lambda k: tokens[str(k)],
+                           gates={0: gate})  # fmt: skip
     result = server.join(timeout=90)
     thread.join(timeout=10)
     honest[0].join(timeout=10)
+    if errors:
+        raise errors[0]
 
     assert len(reasons) == 3 * 7, reasons
     for expected in ("bad frame magic", "shorter than its prefix", "exceeds the limit", "round 0"):

@@ -28,9 +28,14 @@ class NetworkConfig(BaseModel):
     min_clients: int = Field(1, ge=1)
     """Fewest valid updates a round needs; with fewer the global model stays unchanged."""
     wait_for_clients: int | None = Field(None, ge=1)
-    """Clients that must have connected before the first round (default: min_clients)."""
+    """Clients that must have connected before the first round of a fresh run
+    (default: min_clients)."""
     startup_timeout_s: float = Field(600.0, gt=0)
-    """How long the first round waits for them before it starts anyway."""
+    """Longest wait for clients before the first round; then it starts with those there."""
+    resume_wait_s: float = Field(30.0, gt=0)
+    """A resumed (restarted) server waits only this long for the ``wait_for_clients``:
+    some may have died with it. It then goes on as soon as min_clients are back (waiting
+    for those up to startup_timeout_s)."""
     max_message_bytes: int = Field(4 << 30, ge=1024)
     """Largest frame accepted or sent; frames travel in chunks, so this may exceed 2 GiB."""
     chunk_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)

@@ -72,8 +72,10 @@ def server_settings(net: NetworkConfig, client_ids: Sequence[str]) -> GrpcServer
         **net.stream_settings(),
         tls=tls,
         port_file=net.port_file,
+        min_clients=net.min_clients,
         wait_for_clients=net.wait_for_clients or net.min_clients,
         startup_timeout_s=net.startup_timeout_s,
+        resume_wait_s=net.resume_wait_s,
         # every idle client holds one long-poll thread; leave room for pushes
         max_workers=2 * len(client_ids) + net.max_inflight + 8,
     )

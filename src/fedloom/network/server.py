@@ -1,8 +1,9 @@
 """The networked server: an ``Experiment`` whose transport is gRPC, nothing else changes.
 
 ``serve`` runs the experiment (fresh, or resumed from the run directory's checkpoint)
-over the transport ``fedloom.network.feature.grpc_feature`` put in place, and tells the
-clients when it is over.
+over the transport ``fedloom.network.feature.grpc_feature`` put in place, once clients
+have connected (a resumed run waits for them only ``network.resume_wait_s``: some may
+have died with the previous server), and tells the clients when it is over.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def serve(experiment: Experiment, on_round: RoundHook | None = None) -> RunResul
     server.spec = dataclasses.replace(server.spec, max_bytes=net.max_message_bytes)
     transport.start()
     try:
+        if server.round < experiment.config.rounds:
+            transport.await_clients(resumed=server.round > 0)
         return experiment.run(on_round)
     finally:
         transport.finish(net.linger_s)

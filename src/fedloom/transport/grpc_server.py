@@ -67,9 +67,13 @@ class GrpcServerSettings:
     tls: ServerTls | None = None
     port_file: str | None = None
     max_workers: int = 64
+    min_clients: int = 1
     wait_for_clients: int = 1
     """Distinct clients that must have called in before this process's first round."""
     startup_timeout_s: float = 600.0
+    """How long a fresh run's first round waits for ``wait_for_clients``."""
+    resume_wait_s: float = 30.0
+    """How long a resumed run waits for them (beyond ``min_clients``)."""
 
 
 @dataclass
@@ -105,7 +109,6 @@ class GrpcServerTransport:
         so one client cannot hold every download or upload slot."""
         self._server: grpc.Server | None = None
         self._seen: set[str] = set()
-        self._started_rounds = False
         self.port: int | None = None
         self.refused = 0
         """Calls refused for a bad identity or token (for tests and monitoring)."""
@@ -169,7 +172,6 @@ class GrpcServerTransport:
         if not messages:
             return
         number = next(iter(messages.values())).round
-        self._await_clients()
         current = _Round(
             number, dict(messages), frozenset(messages), time.monotonic() + self.settings.deadline_s
         )
@@ -194,18 +196,39 @@ class GrpcServerTransport:
         finally:
             self._close_round()
 
-    def _await_clients(self) -> None:
-        """Before the first round, give clients time to start (and, after a restart, to
-        reconnect), so the round's deadline is not spent on their start-up."""
-        if self._started_rounds:
-            return
-        self._started_rounds = True
-        need = self.settings.wait_for_clients
+    def await_clients(self, resumed: bool) -> int:
+        """Before the first round, give clients time to connect, so the round's deadline is
+        not spent on their start-up; returns how many have.
+
+        A fresh run waits up to ``startup_timeout_s`` for ``wait_for_clients``. A resumed run
+        (a restarted server) waits for them only ``resume_wait_s``, because some may have
+        died while it was down, then goes on as soon as ``min_clients`` are back (waiting
+        for those up to ``startup_timeout_s``). Either way it then starts with whoever is
+        connected, and logs it when that is fewer than ``wait_for_clients``.
+        """
+        s = self.settings
+        started = time.monotonic()
+        patience = s.resume_wait_s if resumed else s.startup_timeout_s
+        if not self._wait_seen(s.wait_for_clients, started + patience) and resumed:
+            self._wait_seen(s.min_clients, started + s.startup_timeout_s)
         with self._cond:
-            if not self._cond.wait_for(
-                lambda: len(self._seen) >= need, timeout=self.settings.startup_timeout_s
-            ):
-                log.warning("starting with %d of %d clients connected", len(self._seen), need)
+            connected = len(self._seen)
+        if connected < s.wait_for_clients:
+            log.warning(
+                "%s with %d of %d clients connected after %.3g s",
+                "resuming" if resumed else "starting",
+                connected,
+                s.wait_for_clients,
+                time.monotonic() - started,
+            )
+        return connected
+
+    def _wait_seen(self, count: int, deadline: float) -> bool:
+        """Wait until ``count`` distinct clients have called in or ``deadline`` passed."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: len(self._seen) >= count, timeout=max(0.0, deadline - time.monotonic())
+            )
 
     def _close_round(self) -> None:
         with self._cond:
