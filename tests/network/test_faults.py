@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Gate, start_clients, tokens_for
+from fedloom.config import load_config
+from fedloom.experiment import Experiment
+from fedloom.network.server import server_experiment
+
+from .conftest import Gate, network_overrides, start_clients, tokens_for
 
 ENTRY = "from fedloom.cli import main; main()"
 
@@ -133,3 +137,14 @@ def _restart(
     server = _spawn(["server", *common, f"network.address={address}"], log)
     _wait(port_file.exists, 120, "the server restarts", [server])
     return server
+
+
+def test_a_server_killed_while_writing_its_first_checkpoint_starts_over(tmp_path, small):
+    run = tmp_path / "run"
+    overrides = [*small, "rounds=1", *network_overrides(tmp_path, 3), f"output_dir={run}"]
+    Experiment(load_config(None, overrides)).run()  # a simulated round 1 lays out the run
+    # killed between the tensors and the state file of its first checkpoint
+    (run / "checkpoint" / "state.json").unlink()
+    experiment = server_experiment(None, overrides)
+    assert experiment.server.round == 0
+    assert (run / "metrics.jsonl").read_text() == ""  # round 1 is run again, not logged twice

@@ -16,6 +16,7 @@ from pathlib import Path
 from fedloom.config import load_config
 from fedloom.core.errors import ConfigError
 from fedloom.experiment import Experiment, RoundHook, RunResult, resume
+from fedloom.server.checkpoint import has_checkpoint
 from fedloom.transport.grpc_server import GrpcServerTransport
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,12 @@ def server_experiment(path: str | None, overrides: Sequence[str]) -> Experiment:
     overrides = [*overrides, "network.mode=grpc"]
     config = load_config(path, overrides)
     run_dir = Path(config.output_dir) if config.output_dir else None
-    if run_dir is not None and (run_dir / "checkpoint").is_dir():
+    if run_dir is not None and has_checkpoint(run_dir / "checkpoint"):
         experiment = resume(run_dir, overrides)
         log.warning("resumed %s after round %d", run_dir, experiment.server.round)
         return experiment
     experiment = Experiment(config)
-    if experiment.metrics_log.path.exists():  # killed before its first checkpoint: start over
+    if experiment.metrics_log.path.exists():  # killed before its first checkpoint completed
         experiment.metrics_log.truncate_after(0)
     return experiment
 

@@ -64,6 +64,11 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
             old.unlink()
 
 
+def has_checkpoint(directory: Path) -> bool:
+    """``directory`` holds a complete checkpoint (its state file is written last)."""
+    return (directory / STATE_JSON).is_file()
+
+
 def load_checkpoint(directory: Path) -> Checkpoint:
     state_path = directory / STATE_JSON
     if not state_path.exists():
