@@ -68,12 +68,13 @@ class GrpcServerSettings:
     port_file: str | None = None
     max_workers: int = 64
     min_clients: int = 1
+    """Clients a resumed run waits for (up to ``startup_timeout_s``) before going on."""
     wait_for_clients: int = 1
-    """Distinct clients that must have called in before this process's first round."""
+    """Distinct clients ``await_clients`` waits for before the first round."""
     startup_timeout_s: float = 600.0
-    """How long a fresh run's first round waits for ``wait_for_clients``."""
+    """Longest wait for clients before the first round."""
     resume_wait_s: float = 30.0
-    """How long a resumed run waits for them (beyond ``min_clients``)."""
+    """How long a resumed run waits for ``wait_for_clients`` (beyond ``min_clients``)."""
 
 
 @dataclass
