@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ from torch.utils.data import TensorDataset
 import fedloom
 from fedloom.config import load_config
 from fedloom.experiment import Experiment
+
+from .processes import sigkill, wait_until
 
 SMALL = ["clients.num=6", "clients.per_round=3", "train.local_epochs=1", "train.batch_size=16"]
 
@@ -114,13 +114,8 @@ def test_killed_run_resumes_bit_identical(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None, f"the run exited with {proc.returncode} before round 4"
-            assert time.monotonic() < deadline, "round 4 never started"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
+        wait_until(marker.exists, 120, "the run reaches round 4", [proc])
+        sigkill(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from fedloom.config import load_config
 from fedloom.experiment import Experiment
 from fedloom.network.server import server_experiment
 
+from ..processes import sigkill, wait_until
 from .conftest import Gate, network_overrides, start_clients, tokens_for
 
 ENTRY = "from fedloom.cli import main; main()"
@@ -31,22 +29,6 @@ def _spawn(args: list[str], log: Path, token: str | None = None) -> subprocess.P
         return subprocess.Popen(
             [sys.executable, "-c", ENTRY, *args], stdout=out, stderr=out, env=env
         )
-
-
-def _wait(
-    condition: Callable[[], bool],
-    timeout: float,
-    what: str,
-    procs: Sequence[subprocess.Popen[bytes]] = (),
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        for proc in procs:
-            assert proc.poll() is None, f"process exited with {proc.returncode} while {what}"
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 def _checkpoint_round(run: Path) -> int:
@@ -84,7 +66,7 @@ def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
     server = _spawn(["server", *common, *held, "network.address=127.0.0.1:0"], server_log)
     client1: subprocess.Popen[bytes] | None = None
     try:
-        _wait(port_file.exists, 120, "the server starts", [server])
+        wait_until(port_file.exists, 120, "the server starts", [server])
         address = port_file.read_text().strip()
         gate = Gate(opened=1)
         (client0,) = start_clients(common, address, [0], lambda k: tokens[str(k)],
@@ -99,7 +81,7 @@ def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
 
         gate.wait_holding(3)  # round 2 is checkpointed, round 3 is open
         assert _checkpoint_round(run) == 2
-        _kill(client1)
+        sigkill(client1)
         server = _restart(server, [*common, *last], address, port_file, server_log)
         gate.open(3)
 
@@ -123,19 +105,14 @@ def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
     assert summary["rounds"] == 3 and summary["final_test_accuracy"] > 0.8
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-
-
 def _restart(
     server: subprocess.Popen[bytes], common: list[str], address: str, port_file: Path, log: Path
 ) -> subprocess.Popen[bytes]:
     """SIGKILL the server, start it again on the same address, return once it serves."""
-    _kill(server)
+    sigkill(server)
     port_file.unlink()
     server = _spawn(["server", *common, f"network.address={address}"], log)
-    _wait(port_file.exists, 120, "the server restarts", [server])
+    wait_until(port_file.exists, 120, "the server restarts", [server])
     return server
 
 
