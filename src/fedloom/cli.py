@@ -16,6 +16,7 @@ from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.experiment import Experiment, RunResult, resume
 from fedloom.network.cli import register as register_network
 from fedloom.privacy.cli import register as register_privacy
+from fedloom.rundir import claim_run_dir, config_inputs
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, help="Federated learning for PyTorch."
@@ -34,7 +35,7 @@ def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def _execute(experiment: Experiment) -> RunResult:
+def _execute(experiment: Experiment, *, overwrite: bool = False) -> RunResult:
     rounds = experiment.config.rounds
     started = time.perf_counter()
     progress = Progress(
@@ -59,7 +60,7 @@ def _execute(experiment: Experiment) -> RunResult:
                 status += f"  ε {m['epsilon']:.3g} (δ {m['delta']:g})"
             progress.update(task, completed=m["round"], status=status)
 
-        result = experiment.run(on_round=show)
+        result = experiment.run(on_round=show, overwrite=overwrite)
     summary = result.summary
     if summary.get("stopped_early"):
         console.print(f"[yellow]stopped early:[/] {summary['stopped_early']}")
@@ -83,12 +84,20 @@ def run(
         list[str] | None,
         typer.Argument(help="[CONFIG.yaml] [dotted.key=value ...]", show_default=False),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Clear a non-empty output_dir first.")
+    ] = False,
 ) -> None:
     """Run a federation (with no arguments: digits over 10 clients, cnn, FedAvg)."""
     try:
         path, overrides = _split(args or [])
-        experiment = Experiment(load_config(path, overrides))
-        _execute(experiment)
+        config = load_config(path, overrides)
+        if config.output_dir and not overwrite:  # fail before loading any data
+            claim_run_dir(Path(config.output_dir), config_inputs(config, path))
+        experiment = Experiment(config)
+        if path is not None:
+            experiment.inputs.append(Path(path).absolute())
+        _execute(experiment, overwrite=overwrite)
     except FedloomError as error:
         raise _fail(error) from None
 

@@ -21,17 +21,31 @@ from torch import nn
 
 from fedloom.client.client import Client, load_into
 from fedloom.client.evaluate import evaluate
+from fedloom.client.store import (
+    CLIENTS_DIR,
+    load_client_states,
+    prune_client_states,
+    save_client_states,
+)
 from fedloom.config import FedConfig, load_config, to_yaml
 from fedloom.core.errors import ConfigError
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
 from fedloom.data import FederatedDataset, load_federated
 from fedloom.features import FEATURES
-from fedloom.models import build_model
+from fedloom.models import build_model, check_model_fits
 from fedloom.models.pretrained import load_pretrained
 from fedloom.parts import Parts, default_parts
 from fedloom.report import MetricsLog, plot_metrics, plot_partition, read_metrics
 from fedloom.report.plots import write_partition_table
+from fedloom.robust.weighting import run_weighting
+from fedloom.rundir import (
+    RESUMABLE,
+    allowed_changes,
+    claim_run_dir,
+    config_inputs,
+    record_resume,
+)
 from fedloom.server import Checkpoint, Server, load_checkpoint
 from fedloom.server.checkpoint import save_checkpoint
 
@@ -76,7 +90,19 @@ class Experiment:
                     f"{len(self.data.client_indices)} client partitions"
                 ]
             )
-        self.model = model if model is not None else self._build_model()
+        self.model = self._own_model(model) if model is not None else self._build_model()
+        example = (self.data.train if len(self.data.train) else self.data.test).x[:1]
+        check_model_fits(
+            self.model,
+            example,
+            self.data.num_classes,
+            model_name=config.model.name,
+            data_name=config.data.name,
+        )
+        self.inputs = config_inputs(self.config)
+        """Files the run reads; a fresh run may share its run directory with these."""
+        self.run_dir_ready = False
+        """Set once the run directory was checked (e.g. by ``fedloom server``)."""
         self.parts = default_parts(self.config, self.data, self.model)
         for feature in FEATURES:
             feature(self.parts)
@@ -89,9 +115,20 @@ class Experiment:
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "init"))
-            model = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes)
+            model = build_model(
+                cfg.model.name,
+                self.data.input_shape,
+                self.data.num_classes,
+                data_name=cfg.data.name,
+            )
         if cfg.model.checkpoint:
             load_pretrained(model, cfg.model.checkpoint)
+        return model
+
+    def _own_model(self, model: nn.Module) -> nn.Module:
+        """The user's model, with ``model.checkpoint``'s weights loaded if one is set."""
+        if self.config.model.checkpoint:
+            load_pretrained(model, self.config.model.checkpoint)
         return model
 
     def _build_federation(self, parts: Parts) -> tuple[Server, dict[str, Client]]:
@@ -122,6 +159,7 @@ class Experiment:
             up=parts.up,
             evaluate=self._evaluate,
             eval_every=cfg.eval_every,
+            weighting=run_weighting(parts),
         )
         server.guards.extend(parts.guards)
         server.metric_sources.extend(parts.metric_sources)
@@ -133,9 +171,13 @@ class Experiment:
 
     # -- run directory -------------------------------------------------------------------
 
-    def _prepare_run_dir(self) -> None:
+    def _prepare_run_dir(self, overwrite: bool) -> None:
+        if not self.run_dir_ready:
+            claim_run_dir(self.run_dir, self.inputs, overwrite=overwrite)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
+        if self.config.privacy.withholds_client_info:
+            return  # per-client label counts are outside epsilon
         histogram = self.data.label_histogram()
         write_partition_table(histogram, self.run_dir / "partition.csv")
         plot_partition(histogram, self.run_dir / "partition.png")
@@ -143,6 +185,8 @@ class Experiment:
     def _checkpoint(self, server: Server, metrics: dict[str, Any]) -> None:
         tensors, rest = server.strategy.state_dict()
         client_states = {cid: c.state for cid, c in self.clients.items() if c.state}
+        # client state is client-side data: its own store, never the server's checkpoint
+        save_client_states(self.run_dir / CLIENTS_DIR, server.round, client_states)
         save_checkpoint(
             self.run_dir / "checkpoint",
             Checkpoint(
@@ -150,17 +194,19 @@ class Experiment:
                 server.global_state,
                 tensors,
                 rest,
-                client_states,
+                {},
                 extra={key: part.state_dict() for key, part in self.stateful.items()},
             ),
         )
+        prune_client_states(self.run_dir / CLIENTS_DIR, server.round)
 
     def restore(self) -> int:
         """Load the run directory's checkpoint; returns the round it was taken after."""
         ckpt = load_checkpoint(self.run_dir / "checkpoint")
         self.server.global_state = ckpt.global_state
         self.server.strategy.load_state_dict(ckpt.strategy_tensors, ckpt.strategy_rest)
-        for cid, state in ckpt.client_states.items():
+        stored = load_client_states(self.run_dir / CLIENTS_DIR, ckpt.round)
+        for cid, state in {**ckpt.client_states, **stored}.items():  # older runs: checkpoint
             self.clients[cid].state = state
         for key, part in self.stateful.items():
             part.load_state_dict(ckpt.extra[key])
@@ -170,9 +216,11 @@ class Experiment:
 
     # -- running -------------------------------------------------------------------------
 
-    def run(self, on_round: RoundHook | None = None) -> RunResult:
+    def run(self, on_round: RoundHook | None = None, *, overwrite: bool = False) -> RunResult:
+        """Run the remaining rounds. A fresh run refuses a non-empty run directory
+        unless ``overwrite``, which clears it first (the config's own inputs are kept)."""
         if self.server.round == 0:
-            self._prepare_run_dir()
+            self._prepare_run_dir(overwrite)
         self.server.callbacks = [lambda s, m: self.metrics_log.append(m), self._checkpoint]
         if on_round is not None:
             self.server.callbacks.append(lambda s, m: on_round(m))
@@ -211,13 +259,24 @@ def resume(
     *,
     model: nn.Module | None = None,
     data: FederatedDataset | None = None,
+    config: FedConfig | None = None,
+    allowed: frozenset[str] = RESUMABLE,
 ) -> Experiment:
-    """An ``Experiment`` restored from ``run_dir``'s config and checkpoint, ready to ``run()``."""
+    """An ``Experiment`` restored from ``run_dir``'s config and checkpoint, ready to ``run()``.
+
+    The new config is the saved one with ``overrides`` (or ``config`` as given); a change
+    outside ``allowed`` is a ``ConfigError``. Accepted changes go to ``resumes.jsonl``.
+    """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError([f"{run_dir} is not a run directory (no config.yaml)"])
-    config = load_config(config_path, overrides).model_copy(update={"output_dir": str(run_dir)})
-    experiment = Experiment(config, model=model, data=data)
-    experiment.restore()
+    new = config if config is not None else load_config(config_path, overrides)
+    new = new.model_copy(update={"output_dir": str(run_dir)})
+    changes = allowed_changes(run_dir, new, allowed)
+    experiment = Experiment(new, model=model, data=data)
+    after = experiment.restore()
+    if new.rounds < after:
+        raise ConfigError([f"rounds={new.rounds}, but {run_dir} is already past round {after}"])
+    record_resume(run_dir, after, changes, new)
     return experiment

@@ -6,7 +6,12 @@ import torch
 from fedloom.config import load_config
 from fedloom.core.errors import ConfigError
 from fedloom.data.base import TensorData
-from fedloom.finetune.importance import aggregate_scores, select_by_budget, tensor_scores
+from fedloom.finetune.importance import (
+    aggregate_scores,
+    select_by_budget,
+    tensor_scores,
+    weight_scores,
+)
 from fedloom.finetune.select import SELECTORS, parameterised_layers
 from fedloom.models.zoo import CNN
 
@@ -81,6 +86,24 @@ def test_importance_mode_respects_the_budget():
     chosen = _select("finetune.mode=importance", "finetune.fraction=0.1")
     sizes = {n: p.numel() for n, p in CNN((1, 8, 8), 10).named_parameters()}
     assert 0 < sum(sizes[n] for n in chosen) <= 0.1 * sum(sizes.values())
+
+
+def test_importance_from_weights_is_mean_abs_weight_and_reads_no_data():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -3.0], [0.0, 2.0]]))
+        model[0].bias.copy_(torch.tensor([0.5, -0.5]))
+        model[1].weight.copy_(torch.tensor([[4.0, -4.0]]))
+    assert weight_scores(model) == {"0.weight": 1.5, "0.bias": 0.5, "1.weight": 4.0}
+    parts = _Parts(["finetune.mode=importance", "finetune.importance_source=weights"])
+    parts.client_data = None  # no data to read
+    chosen = SELECTORS["importance"](parts)  # type: ignore[arg-type]
+    assert set(parts.notes["finetune_importance"]) == chosen
+
+
+def test_importance_on_client_data_is_refused_under_dp():
+    with pytest.raises(ConfigError, match=r"finetune.mode=importance with privacy.mode=local"):
+        _select("finetune.mode=importance", "privacy.mode=local", "privacy.noise_multiplier=1.0")
 
 
 def test_lora_trains_adapters_and_the_layers_named_in_full():

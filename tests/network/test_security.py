@@ -111,3 +111,105 @@ def test_missing_tokens_and_plaintext_off_loopback_are_warned(tmp_path, caplog):
     caplog.clear()
     server_settings(NetworkConfig(tokens_file=str(tokens), address="127.0.0.1:0"), ["0"])
     assert caplog.text == ""
+
+
+def test_clients_of_another_protocol_version_are_refused_with_the_reason(tmp_path, small):
+    from fedloom.network.client import run_client
+    from fedloom.transport.grpc_common import (
+        TOKEN_KEY,
+        VERSION_KEY,
+        ProtocolMismatch,
+        check_protocol,
+        parse_control,
+    )
+
+    assert check_protocol([(VERSION_KEY, "2")]) is None
+    assert check_protocol([]) == "client speaks protocol 1, this server speaks 2"
+    assert check_protocol([(VERSION_KEY, "3")]) == "client speaks protocol 3, this server speaks 2"
+    assert check_protocol([(VERSION_KEY, "two")]) is not None
+    with pytest.raises(ProtocolMismatch, match="server speaks protocol 1, this client speaks 2"):
+        parse_control(b'{"status": "done", "size": 0}')  # a version-1 server's record
+    assert parse_control(b'{"v": 2, "status": "retry", "size": 0}') == ("retry", 0)
+
+    overrides = [*small, "clients.num=1", "clients.per_round=1", "rounds=1"]
+    overrides += [*network_overrides(tmp_path, 1), f"output_dir={tmp_path / 'run'}"]
+    server = ThreadedServer(overrides)
+    config = load_config(None, overrides)
+    tokens = tokens_for(1)
+    channel = GrpcClientChannel(client_settings(config, server.address, "0", tokens["0"]))
+    stream = channel._channel.unary_stream("/fedloom.Federation/Pull")
+    for version, metadata in (("1", []), ("3", [(VERSION_KEY, "3")])):
+        call = stream(b"", metadata=[("fedloom-client", "0"), (TOKEN_KEY, tokens["0"]), *metadata])
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(call))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.details() == f"client speaks protocol {version}, this server speaks 2"
+    # a client the server refuses for its version stops at once instead of retrying
+    old = GrpcClientChannel(client_settings(config, server.address, "0", tokens["0"]))
+    old._metadata = old._metadata[:2]  # what a version-1 client sends
+    with pytest.raises(ProtocolMismatch, match="client speaks protocol 1"):
+        run_client(local_client(config, 0), old, config)
+    (client,) = start_clients(overrides, server.address, [0], lambda k: tokens[str(k)])
+    assert server.join(timeout=90).metrics[-1]["num_clients"] == 1
+    client.join(timeout=30)
+    for each in (channel, old):
+        each.close()
+
+
+def test_plaintext_off_loopback_needs_network_insecure(tmp_path, small):
+    from fedloom.network.server import serve
+    from fedloom.transport.grpc_common import is_loopback
+
+    loopback = ["127.0.0.1:1", "127.8.9.10:1", "[::1]:1", "localhost:1", "LOCALHOST:1"]
+    remote = ["10.0.0.7:1", "0.0.0.0:1", "[::]:1", "server.example.org:1", "localhost.evil:1"]
+    assert all(is_loopback(a) for a in loopback) and not any(is_loopback(a) for a in remote)
+
+    config = load_config(None, small)
+    with pytest.raises(ConfigError, match="network.insecure: refusing plaintext to 10.0.0.7:1"):
+        client_settings(config, "10.0.0.7:1", "0", "t" * 32)
+    assert client_settings(config, "127.0.0.1:1", "0", "t" * 32).tls is None
+    insecure = load_config(None, [*small, "network.insecure=true"])
+    assert client_settings(insecure, "10.0.0.7:1", "0", "t" * 32).tls is None
+    files = make_certs(tmp_path / "certs")
+    with_ca = load_config(None, [*small, f"network.tls_ca={files.ca}"])
+    assert client_settings(with_ca, "10.0.0.7:1", "0", "t" * 32).tls is not None
+
+    overrides = [*small, *network_overrides(tmp_path, 3), "network.address=0.0.0.0:0"]
+    experiment = server_experiment(None, [*overrides, f"output_dir={tmp_path / 'a'}"])
+    with pytest.raises(ConfigError, match="network.insecure: refusing to serve 0.0.0.0:0"):
+        serve(experiment)
+    assert experiment.server.transport.port is None  # it never listened
+
+
+def _tokens_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from fedloom.cli import app
+
+    return CliRunner().invoke(app, ["tokens", *args])
+
+
+def test_tokens_command_writes_a_private_file_and_never_overwrites_by_accident(tmp_path):
+    import json
+
+    from fedloom.network.feature import load_tokens
+
+    path = tmp_path / "tokens.json"
+    result = _tokens_cli(str(path), "3")
+    assert result.exit_code == 0, result.output
+    tokens = load_tokens(path)  # the format fedloom server reads
+    assert sorted(tokens) == ["0", "1", "2"] and len(set(tokens.values())) == 3
+    assert all(len(t) >= 40 for t in tokens.values())
+    assert path.stat().st_mode & 0o777 == 0o600
+
+    refused = _tokens_cli(str(path), "--ids", "alice,bob")
+    assert refused.exit_code == 2 and "exists; pass --force" in refused.output
+    assert load_tokens(path) == tokens  # untouched
+    forced = _tokens_cli(str(path), "--ids", "alice,bob", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert sorted(json.loads(path.read_text())) == ["alice", "bob"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    for bad in (["5", "--ids", "a"], [], ["--ids", "a,,b"], ["--ids", "a,a"]):
+        result = _tokens_cli(str(tmp_path / "other.json"), *bad)
+        assert result.exit_code == 2, (bad, result.output)
+    assert not (tmp_path / "other.json").exists()

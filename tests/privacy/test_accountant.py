@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from opacus.accountants import PRVAccountant
 
 from fedloom.core.errors import ConfigError
 from fedloom.privacy.accountant import Accountant, calibrate
@@ -64,7 +65,7 @@ def test_state_round_trip_continues_epsilon_and_rejects_other_kind() -> None:
     assert b.steps == 50
     assert b.epsilon(1e-5) == a.epsilon(1e-5)
     with pytest.raises(ConfigError, match="accountant"):
-        Accountant("prv").load_state_dict(a.state_dict())
+        Accountant("rdp").load_state_dict(a.state_dict())
 
 
 def test_epsilon_after_leaves_state_unchanged() -> None:
@@ -83,11 +84,16 @@ def test_epsilon_after_leaves_state_unchanged() -> None:
 def test_calibration_lands_within_one_percent_below_target(
     target: float, q: float, steps: int
 ) -> None:
-    sigma = calibrate(target, 1e-5, q, steps)
+    sigma = calibrate(target, 1e-5, q, steps)  # the default, PRV
     acc = Accountant()
     acc.step(sigma, q, steps)
     eps = acc.epsilon(1e-5)
+    assert acc.last_kind == "prv"
     assert 0.99 * target <= eps <= target
+    # Opacus' own PRVAccountant, independently of fedloom's adapter
+    reference = PRVAccountant()
+    reference.history = [(sigma, q, steps)]
+    assert reference.get_epsilon(delta=1e-5) == pytest.approx(eps, rel=1e-9)
 
 
 def test_unreachable_target_is_a_config_error() -> None:

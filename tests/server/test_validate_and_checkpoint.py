@@ -5,7 +5,7 @@ from fedloom.compression.codec import RawCodec
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fedloom.server.validate import UpdateSpec, check_update
+from fedloom.server.validate import MAX_EXAMPLES, ReplyMeta, UpdateSpec, check_meta, check_update
 
 CODEC = RawCodec()
 STATE = {"w": torch.zeros(2, 3), "b": torch.zeros(3)}
@@ -65,3 +65,32 @@ def test_checkpoint_round_trip_and_old_tensor_files_removed(tmp_path):
     assert ckpt.extra == {"epsilon": 0.5}
     assert [p.name for p in tmp_path.glob("tensors-*")] == ["tensors-000002.safetensors"]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+BAD_VALUES = ["abc", float("nan"), float("inf"), -float("inf"), 10**400, -1, True, 1.5, None]
+
+
+@pytest.mark.parametrize("value", [*BAD_VALUES, 0, False, 10**9 + 1, [5], {"n": 5}])
+def test_num_examples_must_be_an_int_in_range(value):
+    with pytest.raises(UpdateRejected, match="num_examples must be an integer in"):
+        check_update(reply(meta={"num_examples": value}), 2, "a", SPEC, CODEC)
+
+
+@pytest.mark.parametrize("value", [v for v in BAD_VALUES if v is not None and v not in (-1, 1.5)])
+def test_train_loss_must_be_a_finite_number(value):
+    with pytest.raises(UpdateRejected, match="train_loss must be"):
+        check_update(reply(meta={"num_examples": 5, "train_loss": value}), 2, "a", SPEC, CODEC)
+
+
+def test_valid_meta_values_are_returned_checked():
+    assert check_meta({"num_examples": 10**9, "train_loss": 2}) == ReplyMeta(10**9, 2.0)
+    assert check_meta({"num_examples": 1, "train_loss": -0.5}) == ReplyMeta(1, -0.5)
+    assert check_meta({"num_examples": 3}) == ReplyMeta(3, None)
+    assert check_meta({"num_examples": 3, "train_loss": None}) == ReplyMeta(3, None)
+    assert MAX_EXAMPLES == 10**9
+
+
+def test_a_huge_value_is_shown_shortened():
+    with pytest.raises(UpdateRejected) as caught:
+        check_meta({"num_examples": 10**400})
+    assert len(str(caught.value)) < 120 and "..." in str(caught.value)

@@ -60,6 +60,18 @@ def test_client_missing_the_deadline_is_left_out_and_the_round_completes():
     assert metrics["sim_round_s"] == pytest.approx(5.0)  # the server waited out the deadline
 
 
+def test_without_naming_clients_the_metrics_carry_counts_only():
+    server, devices = server_with(DevicesConfig(enabled=True, step_s=0.1, deadline_s=5.0))
+    devices.name_clients = False  # a DP run: ids are outside epsilon
+    metrics = server.run_round(1)
+    assert metrics["num_missed_deadline"] == 1 and metrics["num_offline"] == 0
+    assert metrics["num_dropped"] == 0 and metrics["num_partial"] == 0
+    assert not {"participants", "offline", "dropped", "missed_deadline", "partial_steps"} & set(
+        metrics
+    )
+    assert metrics["sim_round_s"] == pytest.approx(5.0)
+
+
 def test_partial_policy_gives_slow_devices_a_step_budget():
     config = DevicesConfig(enabled=True, step_s=0.1, deadline_s=5.5, policy="partial")
     server, devices = server_with(config)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fedloom.algorithms.fednova import report_normalizer
+from fedloom.algorithms.fednova import planned_normalizer_check, report_normalizer
 from fedloom.algorithms.fedprox import proximal_term
 from fedloom.algorithms.scaffold import ScaffoldStrategy, control_variate_hook, drift_correction
 from fedloom.algorithms.strategies import register_all
 from fedloom.config import FedConfig
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
+from fedloom.robust.weighting import run_weighting, server_sizes
 
 register_all()
 
@@ -28,11 +29,17 @@ def _scaffold(parts: Parts) -> None:
     # server will actually apply, and those hooks never see the aux tensors
     parts.client_hooks.append(control_variate_hook(train.lr, train.momentum))
     if isinstance(parts.strategy, ScaffoldStrategy):  # assembly time, never in the round loop
-        parts.strategy.population_examples = float(sum(map(len, parts.data.client_indices)))
+        # n is the total weight of all N clients under the run's weighting (see Weights)
+        parts.strategy.population_examples = run_weighting(parts).population(
+            [str(k) for k in range(parts.config.clients.num)]
+        )
 
 
 def _fednova(parts: Parts) -> None:
     parts.client_hooks.append(report_normalizer(parts.config.train.momentum))
+    # the server bounds each a_k by the steps it planned for that client
+    check = planned_normalizer_check(parts.config.train, server_sizes(parts))
+    parts.strategy.meta_checks.append(check)
 
 
 CLIENT_SIDE: dict[str, Callable[[Parts], None]] = {

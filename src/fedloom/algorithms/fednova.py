@@ -14,13 +14,13 @@ stream, so memory stays one model's worth.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
 
 from fedloom.client.context import FitContext, UpdateHook
+from fedloom.client.trainer import TrainConfig, planned_steps
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.tensors import Tensors
 from fedloom.server.aggregate import WeightedSum
@@ -38,12 +38,48 @@ NORMALIZER_KEY = "fednova_a"
 """Reply meta key: the client's ``a_k`` when it trained with momentum (else ``steps`` is used)."""
 
 
+MAX_NORMALIZER = 1e12
+"""Largest ``a_k`` accepted: 10**9 steps at local momentum 0.999."""
+
+
 def normalizer_of(meta: Mapping[str, Any]) -> float:
     """``a_k`` from a reply's meta, rejecting what cannot be a step count."""
-    a = meta.get(NORMALIZER_KEY, meta.get("steps"))
-    if not isinstance(a, int | float) or isinstance(a, bool) or not 0 < a < math.inf:
-        raise UpdateRejected(f"FedNova needs a positive step count in meta, got {a!r}")
-    return float(a)
+    key = NORMALIZER_KEY if NORMALIZER_KEY in meta else "steps"
+    a = meta.get(key)
+    if isinstance(a, int | float) and not isinstance(a, bool) and 0 < a <= MAX_NORMALIZER:
+        return float(a)  # the comparison rejects NaN, inf and 10**400 before float()
+    text = repr(a) if len(repr(a)) <= 40 else repr(a)[:37] + "..."
+    raise UpdateRejected(
+        f"FedNova needs a step count {key} in (0, {MAX_NORMALIZER:g}] in meta, got {text}"
+    )
+
+
+def planned_normalizer_check(
+    train: TrainConfig, sizes: Mapping[str, int] | None
+) -> Callable[[str, Mapping[str, Any]], None]:
+    """Reject an ``a_k`` above what client k's planned steps allow.
+
+    ``τ_eff = Σ p_k a_k`` scales the whole aggregate, so one client reporting a huge ``a_k``
+    would blow up every round. The server knows how many steps it asked for: the
+    configured ``planned_steps`` for the client's ``n`` examples (``sizes``, the server's own;
+    ``None``: the validated claim). An honest client runs at most that many (a device
+    budget only cuts it short), so its ``a_k`` is at most their normalizer.
+    """
+
+    def check(client_id: str, meta: Mapping[str, Any]) -> None:
+        a = normalizer_of(meta)
+        n = meta["num_examples"] if sizes is None else sizes.get(client_id)
+        if not isinstance(n, int):
+            return  # no size known: the weighting rejects the update
+        steps = planned_steps(train, n)
+        most = step_normalizer(steps, train.momentum)
+        if a > most * (1 + 1e-9):  # the client computes the same float; allow rounding
+            raise UpdateRejected(
+                f"FedNova normalizer {a:g} exceeds {most:g}, that of the {steps} local steps "
+                f"planned for client {client_id}"
+            )
+
+    return check
 
 
 def report_normalizer(momentum: float) -> UpdateHook:
@@ -80,4 +116,4 @@ class NormalizedAverage:
         if self.examples <= 0:
             raise ValueError("no update with positive weight to average")
         tau_eff = self.scaled_steps / self.examples
-        return {k: t * (tau_eff / self.examples) for k, t in self.directions.total.items()}
+        return self.directions.scaled(tau_eff / self.examples)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fedloom.algorithms.fednova import NormalizedAverage
+from fedloom.algorithms.fednova import NormalizedAverage, normalizer_of
 from fedloom.algorithms.optimizers import (
     FedAdagradOptimizer,
     FedAdamOptimizer,
@@ -49,7 +49,8 @@ def fednova(c: StrategyConfig) -> Strategy:
         raise ConfigError(
             [f"strategy.aggregator: fednova is its own (normalized) average, not {c.aggregator!r}"]
         )
-    return Strategy("fednova", sgd(c), NormalizedAverage)
+    checks = [lambda cid, meta: normalizer_of(meta)]  # the algorithms feature adds a bound
+    return Strategy("fednova", sgd(c), NormalizedAverage, meta_checks=checks)
 
 
 ADAPTIVE: dict[str, type[ReddiOptimizer]] = {

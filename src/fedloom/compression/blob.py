@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fedloom.compression.codec import Key
+from fedloom.compression.codec import DTypes, Key, Shapes
 from fedloom.compression.quantize import QUANTIZER_REGISTRY
 from fedloom.compression.sparsify import SELECTORS, index_width, kept, pack_indices, unpack_indices
 from fedloom.compression.spec import Spec, parse_spec
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.framing import dump_header, framed_size, pack_prefix, read_header
+from fedloom.core.message import Payload
 from fedloom.core.seeding import generator
 from fedloom.core.tensors import Tensors
 
@@ -74,6 +75,14 @@ class SpecCodec:
         body = sum(self.layout(t.numel()).size for t in tensors.values())
         return framed_size(header, body)
 
+    def max_encoded_bytes(self, shapes: Shapes, dtypes: DTypes) -> int:
+        """The exact encoded size of any update of these shapes (and float dtypes)."""
+        # a dtype the codec cannot encode gets the longest name: still an upper bound
+        names = {name: _DTYPE_NAMES.get(dtypes[name], "bfloat16") for name in shapes}
+        entries = [[name, names[name], list(shape)] for name, shape in shapes.items()]
+        body = sum(self.layout(math.prod(shape)).size for shape in shapes.values())
+        return framed_size(dump_header(entries), body)
+
     def encode(self, tensors: Tensors, key: Key = ()) -> bytes:
         header = _header_bytes(tensors)
         parts = [pack_prefix(MAGIC, header)]
@@ -90,7 +99,9 @@ class SpecCodec:
         idx = SELECTORS[self.spec.sparsifier](flat, lay.kept, gen)
         return pack_indices(idx, lay.numel) + self.quantizer.encode(flat[idx], self.chunk, gen)
 
-    def decode(self, data: bytes) -> Tensors:
+    def decode(self, data: Payload) -> Tensors:
+        view = memoryview(data)
+        data = (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
         entries, offset = _read_header(data)
         layouts = [self.layout(math.prod(shape)) for _, _, shape in entries]
         expected = offset + sum(lay.size for lay in layouts)
@@ -103,7 +114,7 @@ class SpecCodec:
             offset += lay.size
         return out
 
-    def _decode_tensor(self, buf: bytes, lay: Layout) -> Tensor:
+    def _decode_tensor(self, buf: memoryview, lay: Layout) -> Tensor:
         values = self.quantizer.decode(buf[lay.index_bytes :], lay.kept, self.chunk)
         if self.spec.sparsifier is None:
             return values
@@ -124,7 +135,7 @@ def _dtype_name(t: Tensor) -> str:
     return _DTYPE_NAMES[t.dtype]
 
 
-def _read_header(data: bytes) -> tuple[list[tuple[str, str, list[int]]], int]:
+def _read_header(data: memoryview) -> tuple[list[tuple[str, str, list[int]]], int]:
     raw, offset = read_header(data, MAGIC, "codec")
     return _check_entries(raw), offset
 

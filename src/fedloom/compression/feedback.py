@@ -5,7 +5,8 @@ the codec will drop this time: ``sent + new_residual == update + old_residual``.
 ``sent`` by doing the very encode the client would do (same codec, same key, hence the
 same random draws) and hands the payload on, so nothing about the codec's internals leaks
 in here and the update is encoded once.
-The residual lives in the client's persistent state, which the checkpoint saves.
+The residual lives in the client's persistent state: it is unnoised and stays on the
+client (in simulation, in the run's client store, never in the server's checkpoint).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Quantizer:
     nbytes: Callable[[int, int | None], int]
     """(number of values, chunk) -> exact encoded size."""
     encode: Callable[[Tensor, int | None, torch.Generator], bytes]
-    decode: Callable[[bytes, int, int | None], Tensor]
+    decode: Callable[[memoryview, int, int | None], Tensor]
 
 
 def _float_codec(dtype: torch.dtype, width: int, carrier: torch.dtype) -> Quantizer:
@@ -35,7 +35,7 @@ def _float_codec(dtype: torch.dtype, width: int, carrier: torch.dtype) -> Quanti
     def encode(values: Tensor, chunk: int | None, gen: torch.Generator) -> bytes:
         return values.to(dtype).contiguous().view(carrier).numpy().tobytes()
 
-    def decode(buf: bytes, k: int, chunk: int | None) -> Tensor:
+    def decode(buf: memoryview, k: int, chunk: int | None) -> Tensor:
         raw = (
             torch.frombuffer(bytearray(buf), dtype=carrier) if k else torch.empty(0, dtype=carrier)
         )
@@ -78,7 +78,7 @@ def _int_codec(name: str, levels: int, bits: int) -> Quantizer:
         q = stochastic_round(values.float() / safe, gen).clamp_(-levels, levels).to(torch.int16)
         return scale.numpy().tobytes() + _pack(q, bits)
 
-    def decode(buf: bytes, k: int, chunk: int | None) -> Tensor:
+    def decode(buf: memoryview, k: int, chunk: int | None) -> Tensor:
         n_chunks = _num_chunks(k, chunk)
         scale = torch.from_numpy(np.frombuffer(buf, dtype="<f4", count=n_chunks).copy())
         if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
@@ -102,7 +102,7 @@ def _pack(q: Tensor, bits: int) -> bytes:
     return (pairs[:, 0] | (pairs[:, 1] << 4)).numpy().tobytes()
 
 
-def _unpack(buf: bytes, k: int, bits: int) -> Tensor:
+def _unpack(buf: memoryview, k: int, bits: int) -> Tensor:
     if bits == 8:
         return torch.from_numpy(np.frombuffer(buf, dtype=np.int8, count=k).astype(np.int16))
     packed = torch.from_numpy(np.frombuffer(buf, dtype=np.uint8).copy())

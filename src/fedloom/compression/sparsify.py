@@ -44,7 +44,7 @@ def pack_indices(idx: Tensor, n: int) -> bytes:
     return idx.numpy().astype(dtype).tobytes()
 
 
-def unpack_indices(buf: bytes, k: int, n: int) -> Tensor:
+def unpack_indices(buf: memoryview, k: int, n: int) -> Tensor:
     dtype = "<u2" if index_width(n) == 2 else "<i4"
     idx = torch.from_numpy(np.frombuffer(buf, dtype=dtype, count=k).astype(np.int64))
     if k and (int(idx[0]) < 0 or int(idx[-1]) >= n or bool((idx[1:] <= idx[:-1]).any())):

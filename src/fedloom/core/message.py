@@ -2,14 +2,19 @@
 
 A Message carries encoded tensors as ``payload`` bytes plus a small JSON-serializable
 ``meta`` dict. Transports move Messages and count their bytes; they never look inside.
+A payload received from the network is a ``memoryview`` of the frame it arrived in
+(no second copy of a large update); one built locally is usually ``bytes``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 Kind = Literal["fit", "fit_result", "error"]
+
+Payload: TypeAlias = "bytes | bytearray | memoryview"
+"""Anything that exposes its bytes through the buffer protocol, one byte per item."""
 
 
 @dataclass(frozen=True)
@@ -17,5 +22,10 @@ class Message:
     kind: Kind
     round: int
     sender: str
-    payload: bytes = b""
+    payload: Payload = b""
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def payload_bytes(payload: Payload) -> bytes:
+    """``payload`` as ``bytes`` (the object itself when it already is, else one copy)."""
+    return payload if isinstance(payload, bytes) else bytes(payload)

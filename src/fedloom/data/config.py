@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DatasetName = Literal["digits", "mnist", "fashion_mnist", "kmnist", "synthetic", "cifar10"]
+DatasetName = Literal[
+    "digits", "mnist", "fashion_mnist", "kmnist", "synthetic", "cifar10", "custom"
+]
+#: ``custom`` records that the data came from the Python API (``fedloom.federate``):
+#: fedloom has no loader for it, so such a run resumes only with the data passed again.
+CUSTOM_DATA = "custom"
 PartitionScheme = Literal["iid", "dirichlet", "shards", "quantity", "natural"]
 
 #: Datasets read from IDX files, the only ones for which ``files`` means something.

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from fedloom.core.errors import DataError
+from fedloom.core.errors import ConfigError, DataError
 
 # Importing the loader modules registers them in DATASETS.
 from fedloom.data import cifar, digits, idx, synthetic  # noqa: F401
 from fedloom.data.base import FederatedDataset, TensorData
-from fedloom.data.config import DataConfig
+from fedloom.data.config import CUSTOM_DATA, DataConfig
 from fedloom.data.partition import partition, scheme_options
 from fedloom.data.registry import LoadedData, get_loader
 
@@ -25,6 +25,14 @@ def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDat
     """
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise DataError(f"num_clients must be a positive int, got {num_clients!r}")
+    if cfg.name == CUSTOM_DATA:
+        raise ConfigError(
+            [
+                "data.name=custom: the data were supplied through the Python API and "
+                "fedloom has no copy; pass them again (fedloom.resume(run_dir, model=..., "
+                "data=...)) or choose a dataset"
+            ]
+        )
     loaded = keep_classes(get_loader(cfg.name)(cfg, num_clients, seed), cfg.classes)
     scheme = cfg.resolved_partition
     if scheme == "natural":

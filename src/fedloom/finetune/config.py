@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FinetuneMode = Literal["full", "names", "last_k", "importance", "lora"]
+ImportanceSource = Literal["clients", "weights"]
 
 
 class FinetuneConfig(BaseModel):
@@ -23,6 +24,10 @@ class FinetuneConfig(BaseModel):
     """``importance`` mode: share of the parameters to train, chosen by gradient magnitude."""
     importance_samples: int = Field(256, ge=1)
     """``importance`` mode: local examples per client used to score the tensors."""
+    importance_source: ImportanceSource = "clients"
+    """``importance`` mode: score tensors by mean |gradient| on the clients' data
+    (``clients``: an unnoised pass, refused with differential privacy) or by the mean
+    |weight| of the pretrained model (``weights``: no data is read)."""
     lora_rank: int = Field(4, ge=1)
     """``lora`` mode: rank r of the adapters on every Linear and Conv2d layer."""
     lora_alpha: float = Field(4.0, gt=0.0)

@@ -8,6 +8,10 @@ counts and selects tensors in decreasing order of score while the selected param
 fit in ``fraction`` of the model (always at least the top tensor). Every client then
 trains, and sends, the same tensors. The selection is per tensor, not per entry, so the
 wire format and aggregation stay dense and no masks travel.
+
+That round 0 reads raw client data without noise, so a differentially private run
+refuses it. ``weight_scores`` is the data-free alternative: the mean |w| of each tensor
+of the pretrained model, a public quantity.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def tensor_scores(model: nn.Module, data: TensorData, samples: int) -> dict[str,
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return scores
+
+
+def weight_scores(model: nn.Module) -> dict[str, float]:
+    """Mean |w| per parameter tensor: computed from the (pretrained) weights alone."""
+    return {name: float(p.detach().abs().mean()) for name, p in model.named_parameters()}
 
 
 def aggregate_scores(reports: Sequence[tuple[dict[str, float], int]]) -> dict[str, float]:

@@ -9,7 +9,7 @@ from torch import nn
 
 from fedloom.core.errors import ConfigError
 from fedloom.core.seeding import generator
-from fedloom.finetune.importance import importance_selection
+from fedloom.finetune.importance import importance_selection, select_by_budget, weight_scores
 from fedloom.finetune.lora import LORA_MARK, inject_lora
 from fedloom.parts import Parts
 
@@ -70,6 +70,21 @@ def _last_k(parts: Parts) -> set[str]:
 @register_mode("importance")
 def _importance(parts: Parts) -> set[str]:
     cfg = parts.config.finetune
+    if cfg.importance_source == "weights":
+        scores = weight_scores(parts.model)
+        sizes = {name: p.numel() for name, p in parts.model.named_parameters()}
+        chosen = select_by_budget(scores, sizes, cfg.fraction)
+        parts.notes["finetune_importance"] = {n: scores[n] for n in sorted(chosen)}
+        return chosen
+    privacy = parts.config.privacy.mode
+    if privacy != "none":
+        raise ConfigError(
+            [
+                f"finetune.mode=importance with privacy.mode={privacy}: scoring on the clients' "
+                "data is an unnoised release outside epsilon; set "
+                "finetune.importance_source=weights (scores from the pretrained weights)"
+            ]
+        )
     chosen, scores = importance_selection(
         parts.model,
         parts.client_data or parts.data.client,

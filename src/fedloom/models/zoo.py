@@ -56,12 +56,12 @@ class CNNMcMahan(nn.Module):
         return self.fc2(F.relu(self.fc1(self._features(x))))
 
 
-@register_model("cnn")
+@register_model("cnn", input_ndim=3)
 def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return CNN(input_shape, num_classes)
 
 
-@register_model("cnn_mcmahan")
+@register_model("cnn_mcmahan", input_ndim=3)
 def cnn_mcmahan(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return CNNMcMahan(input_shape, num_classes)
 

@@ -81,9 +81,11 @@ def _write(path: Path, data: bytes, secret: bool = False) -> None:
         path.write_bytes(data)
 
 
-def write_secret(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, from its creation on (keys, tokens)."""
-    path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
+def write_secret(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write a file only its owner can read, from its creation on (keys, tokens); without
+    ``overwrite``, an existing file is a ``FileExistsError`` (checked atomically)."""
+    if overwrite:
+        path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

@@ -1,4 +1,5 @@
-"""``fedloom server | client | deploy-local | certs``: the networked federation's commands.
+"""``fedloom server | client | deploy-local | certs | tokens``: the networked federation's
+commands.
 
 Registered on the main typer app by ``register``. The gRPC modules are imported inside
 the commands, so ``fedloom run`` works without the optional ``network`` extra.
@@ -6,6 +7,7 @@ the commands, so ``fedloom run`` works without the optional ``network`` extra.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -28,7 +30,7 @@ def _split(args: list[str] | None) -> tuple[str | None, list[str]]:
 
 
 def _fail(error: FedloomError) -> typer.Exit:
-    console.print(f"[red]error:[/] {error}")
+    console.print(f"[red]error:[/] {error}", soft_wrap=True)  # one line, however narrow
     return typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
@@ -42,17 +44,32 @@ def _show_round(m: dict[str, Any]) -> None:
 
 
 def server(args: Args = None) -> None:
-    """Serve a federation over gRPC (resumes if output_dir holds a checkpoint)."""
+    """Serve a federation over gRPC (resumes if output_dir holds a checkpoint).
+
+    SIGINT or SIGTERM abandons the open round, tells the clients to retry and exits with
+    128 + the signal's number; the same command then resumes from the last checkpoint.
+    """
     from fedloom.network.memory import tune_malloc
     from fedloom.network.server import serve, server_experiment
+    from fedloom.network.stopping import Interrupted, stop_on_signals
 
     tune_malloc()
+    experiment = None
     try:
-        path, overrides = _split(args)
-        experiment = server_experiment(path, overrides)
-        result = serve(experiment, on_round=_show_round)
+        with stop_on_signals():
+            path, overrides = _split(args)
+            experiment = server_experiment(path, overrides)
+            result = serve(experiment, on_round=_show_round)
         acc = result.summary["final_test_accuracy"]
         console.print(f"final test accuracy {acc}\nrun directory: {result.run_dir}")
+    except Interrupted as stop:
+        where = "" if experiment is None else f" after round {experiment.server.round}"
+        console.print(
+            f"[red]error:[/] {stop}{where}; clients were told to retry; "
+            "run the same command to resume",
+            soft_wrap=True,
+        )
+        raise typer.Exit(stop.exit_code) from None
     except FedloomError as error:
         raise _fail(error) from None
 
@@ -106,8 +123,28 @@ def certs(
         console.print(f"{name:12} {path}")
 
 
+def tokens(
+    file: Annotated[str, typer.Argument(help="the tokens file to write (mode 0600)")],
+    n: Annotated[
+        int | None, typer.Argument(help="clients 0..N-1", min=1, show_default=False)
+    ] = None,
+    ids: Annotated[str | None, typer.Option("--ids", help="named clients instead: a,b,c")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing FILE")] = False,
+) -> None:
+    """Write one fresh secret token per client to FILE, readable by its owner only."""
+    from fedloom.network.deploy import token_ids, write_tokens
+
+    try:
+        clients = token_ids(n, ids)
+        write_tokens(Path(file), clients, overwrite=force)
+    except FedloomError as error:
+        raise _fail(error) from None
+    console.print(f"wrote {len(clients)} token(s) to {file} (mode 0600)")
+
+
 def register(app: typer.Typer) -> None:
     app.command(name="server")(server)
     app.command(name="client")(client)
     app.command(name="deploy-local")(deploy_local)
     app.command(name="certs")(certs)
+    app.command(name="tokens")(tokens)

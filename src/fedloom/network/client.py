@@ -3,8 +3,10 @@
 The client builds the same federation locally from the same config (dataset, partition,
 model, trainer, features' update hooks), keeps only its own ``Client``, and then loops:
 long-poll for work, train, stream the update back. When the server is unreachable (for
-example while it restarts) it reconnects with exponential backoff, and gives up only
-after ``network.give_up_s`` without contact.
+example while it restarts), or answers "retry" (it is stopping before the run is over),
+it polls again with exponential backoff, and gives up only after ``network.give_up_s``
+without work or an answer other than "retry". Off loopback it speaks TLS only, unless
+``network.insecure`` says otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fedloom.core.message import Message
 from fedloom.experiment import Experiment
 from fedloom.network.config import read_file
 from fedloom.transport.grpc_client import ClientTls, GrpcClientChannel, GrpcClientSettings
+from fedloom.transport.grpc_common import ProtocolMismatch, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,14 @@ def client_settings(
     net = config.network
     tls = None
     ca = read_file(net.tls_ca, "tls_ca")
+    if ca is None and not net.insecure and not is_loopback(address):
+        raise ConfigError(
+            [
+                f"network.insecure: refusing plaintext to {address}, which is not loopback "
+                "(the token would cross the network in clear); set network.tls_ca, or "
+                "network.insecure=true on a network you trust"
+            ]
+        )
     if ca is not None:
         tls = ClientTls(
             ca,
@@ -67,30 +78,43 @@ def client_settings(
 def run_client(client: Client, channel: GrpcClientChannel, config: FedConfig) -> int:
     """Serve the federation until the server says it is done; returns rounds answered."""
     net = config.network
-    backoff, last_contact, answered = 0.25, time.monotonic(), 0
+    first_backoff = min(0.25, net.reconnect_max_s)
+    backoff, last_contact, answered = first_backoff, time.monotonic(), 0
     while True:
         try:
             status, work = channel.pull()
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise AuthenticationRefused(f"server refused client {client.client_id}") from None
-            if time.monotonic() - last_contact > net.give_up_s:
-                raise FedloomError(f"server unreachable for {net.give_up_s:g} s") from None
+            _refused(error, client.client_id)
+            status, work = "unreachable", None
             log.info("server unreachable (%s); retrying in %.2f s", error.code(), backoff)
-            time.sleep(backoff)
-            backoff = min(2 * backoff, net.reconnect_max_s)
-            continue
+        except ProtocolMismatch:
+            raise
         except FedloomError as error:  # a malformed answer: report it, poll again later
             log.warning("bad work from the server: %s", error)
+            status, work = "malformed", None
+        if status in ("unreachable", "malformed", "retry"):
+            if status != "malformed" and time.monotonic() - last_contact > net.give_up_s:
+                raise FedloomError(f"server unavailable for {net.give_up_s:g} s") from None
+            if status == "retry":
+                log.info("the server is stopping; polling again in %.2f s", backoff)
             time.sleep(backoff)
             backoff = min(2 * backoff, net.reconnect_max_s)
             continue
-        backoff, last_contact = 0.25, time.monotonic()
+        backoff, last_contact = first_backoff, time.monotonic()
         if status == "done":
             return answered
         if work is None:
             continue
         answered += _answer(client, channel, work)
+
+
+def _refused(error: grpc.RpcError, client_id: str) -> None:
+    """Raise if the server refused this client for good (identity or protocol version)."""
+    code = error.code()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise AuthenticationRefused(f"server refused client {client_id}") from None
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        raise ProtocolMismatch(f"server refused client {client_id}: {error.details()}") from None
 
 
 def _answer(client: Client, channel: GrpcClientChannel, work: Message) -> int:

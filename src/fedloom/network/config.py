@@ -37,7 +37,17 @@ class NetworkConfig(BaseModel):
     some may have died with it. It then goes on as soon as min_clients are back (waiting
     for those up to startup_timeout_s)."""
     max_message_bytes: int = Field(4 << 30, ge=1024)
-    """Largest frame accepted or sent; frames travel in chunks, so this may exceed 2 GiB."""
+    """Largest frame accepted or sent; frames travel in chunks, so this may exceed 2 GiB.
+    An upload is further bounded by the largest encoding of the model's update."""
+    min_upload_rate: float = Field(64 * 1024, gt=0)
+    """Bytes/s an upload must average after ``upload_grace_s``; a slower one is cancelled."""
+    upload_grace_s: float = Field(10.0, ge=0)
+    """Seconds an upload may take before ``min_upload_rate`` applies."""
+    max_calls_per_client: int = Field(4, ge=2)
+    """Calls one authenticated client may have open at once (it needs one pull, one push)."""
+    max_calls_per_host: int | None = Field(None, ge=2)
+    """Calls one peer host may have open at once (default: 2 x clients.num + 4, so all the
+    clients may share one machine); lower it when clients sit on machines of their own."""
     chunk_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     """Size of one gRPC message of a streamed frame (gRPC's own limit is set just above)."""
     max_inflight: int = Field(4, ge=1)
@@ -48,7 +58,8 @@ class NetworkConfig(BaseModel):
     """HTTP/2 keepalive ping interval, so idle connections are not cut by middleboxes."""
     keepalive_timeout_s: float = Field(10.0, gt=0)
     linger_s: float = Field(3.0, ge=0)
-    """After the last round the server answers "done" this long so clients exit cleanly."""
+    """After the last round the server answers "done" this long so clients exit cleanly
+    ("retry" when it stops early: a signal or an error)."""
     tokens_file: str | None = None
     """JSON object {client_id: secret token}; required by ``fedloom server``."""
     tls_cert: str | None = None
@@ -63,10 +74,23 @@ class NetworkConfig(BaseModel):
     client_key: str | None = None
     tls_server_name: str | None = None
     """Name to check in the server certificate when it differs from the host dialled."""
+    insecure: bool = False
+    """Allow plaintext (no TLS) to or on an address off loopback: tokens and updates then
+    cross the network in clear. Without it the client refuses and the server will not start."""
+    client_weights: Literal["server", "claimed", "uniform"] = "server"
+    """Whose numbers weight each update: ``server`` (the partition sizes the server builds
+    from this config, or ``client_sizes_file``), ``claimed`` (the clients' own counts, each
+    capped at ``max_weight_ratio`` x the round's median claim; for clients that bring their
+    own data) or ``uniform``. Used in simulation too."""
+    client_sizes_file: str | None = None
+    """JSON object {client_id: examples}: the sizes ``client_weights=server`` uses in
+    ``fedloom server`` (read by the server only)."""
+    max_weight_ratio: float = Field(2.0, ge=1, le=1000)
+    """``client_weights=claimed``: a claim weighs at most this times the round's median."""
     reconnect_max_s: float = Field(5.0, gt=0)
     """Longest wait between a client's reconnection attempts (exponential backoff)."""
     give_up_s: float = Field(300.0, gt=0)
-    """A client exits after the server has been unreachable this long."""
+    """A client exits after the server has been unreachable (or said only "retry") this long."""
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> NetworkConfig:

@@ -19,18 +19,37 @@ from datetime import datetime
 from pathlib import Path
 
 from fedloom.config import load_config, to_yaml
-from fedloom.core.errors import FedloomError
+from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.network.certs import write_secret
 
 ENTRY = "from fedloom.cli import main; main()"
 TOKEN_ENV = "FEDLOOM_TOKEN"
 
 
-def write_tokens(path: Path, client_ids: Sequence[str]) -> dict[str, str]:
+def write_tokens(
+    path: Path, client_ids: Sequence[str], *, overwrite: bool = True
+) -> dict[str, str]:
+    """A fresh secret per client, written to ``path`` with mode 0600 from its creation on;
+    an existing ``path`` is a ``ConfigError`` unless ``overwrite``."""
     tokens = {cid: secrets.token_urlsafe(32) for cid in client_ids}
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_secret(path, json.dumps(tokens, indent=1).encode())
+    try:
+        write_secret(path, json.dumps(tokens, indent=1).encode(), overwrite=overwrite)
+    except FileExistsError:
+        raise ConfigError([f"{path} exists; pass --force to overwrite it"]) from None
     return tokens
+
+
+def token_ids(n: int | None, ids: str | None) -> list[str]:
+    """The client ids of ``fedloom tokens``: 0..n-1, or the comma-separated ``ids``."""
+    if (n is None) == (ids is None):
+        raise ConfigError(["give either N (clients 0..N-1) or --ids a,b,c, not both"])
+    if n is not None:
+        return [str(k) for k in range(n)]
+    names = [name.strip() for name in (ids or "").split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise ConfigError([f"--ids must be distinct, non-empty names: {ids!r}"])
+    return names
 
 
 def fedloom_command(*args: str) -> list[str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedloom.compression.codec import max_encoded_bytes
 from fedloom.core.errors import ConfigError
 from fedloom.network.config import NetworkConfig, read_file
 from fedloom.parts import Parts
@@ -20,7 +22,12 @@ from fedloom.transport.inprocess import Handler
 
 log = logging.getLogger(__name__)
 
+UPLOAD_HEADROOM = 64 * 1024
+"""Room above the encoded update for the frame's JSON header (kind, round, meta)."""
+
 if TYPE_CHECKING:  # grpcio is an optional extra: import it only when a run uses it
+    import torch
+
     from fedloom.transport.grpc_server import GrpcServerSettings, GrpcServerTransport
 
 
@@ -76,9 +83,33 @@ def server_settings(net: NetworkConfig, client_ids: Sequence[str]) -> GrpcServer
         wait_for_clients=net.wait_for_clients or net.min_clients,
         startup_timeout_s=net.startup_timeout_s,
         resume_wait_s=net.resume_wait_s,
-        # every idle client holds one long-poll thread; leave room for pushes
-        max_workers=2 * len(client_ids) + net.max_inflight + 8,
+        min_upload_rate=net.min_upload_rate,
+        upload_grace_s=net.upload_grace_s,
+        max_calls_per_client=net.max_calls_per_client,
+        max_calls_per_host=net.max_calls_per_host or 2 * len(client_ids) + 4,
+        max_workers=pool_size(len(client_ids), net.max_calls_per_client, net.max_inflight),
     )
+
+
+def pool_size(clients: int, per_client: int, inflight: int) -> int:
+    """Handler threads: every client's long poll and upload (2 each), one client at its
+    call cap on top, and room for refusals (each a short task: no request is read)."""
+    return 2 * clients + per_client + inflight + 16
+
+
+def upload_limit(
+    shapes: Mapping[str, tuple[int, ...]],
+    dtypes: Mapping[str, torch.dtype],
+    codec: object,
+    cap: int,
+) -> int:
+    """Largest upload frame worth reading: the codec's largest encoding of an update of
+    these shapes, plus room for the frame header (64 KiB) and 2 %, never above ``cap``.
+    A codec that cannot bound its output leaves ``cap``."""
+    bound = max_encoded_bytes(codec, shapes, dtypes)
+    if bound is None:
+        return cap
+    return min(cap, math.ceil(bound * 1.02) + UPLOAD_HEADROOM)
 
 
 def grpc_feature(parts: Parts) -> None:

@@ -1,5 +1,6 @@
-"""What every privacy mode reports: ε and δ in each metrics line and in summary.json,
-and the budget stop before a round that would spend more than ``privacy.max_epsilon``."""
+"""What every privacy mode reports: ε, δ and the analysis behind ε in each metrics line,
+the same plus RDP's ε in summary.json, and the budget stop before a round that would
+spend more than ``privacy.max_epsilon``."""
 
 from __future__ import annotations
 
@@ -7,24 +8,27 @@ from collections.abc import Callable
 from typing import Any
 
 from fedloom.parts import Parts
-from fedloom.privacy.config import PrivacyConfig
+from fedloom.privacy.config import AccountantName, PrivacyConfig
 
-EpsilonNow = Callable[[], float]
-"""ε spent so far."""
+EpsilonNow = Callable[[AccountantName], tuple[float, AccountantName]]
+"""ε spent so far by an analysis, and the analysis that gave it (PRV falls back to RDP)."""
 EpsilonNext = Callable[[int], float]
 """ε if round r ran as planned."""
 
 
 def report(parts: Parts, cfg: PrivacyConfig, now: EpsilonNow, facts: dict[str, Any]) -> None:
-    """Add ε, δ to every metrics line and keep ``parts.notes['privacy']`` current."""
+    """Add ε, δ and the accountant to every metrics line and keep
+    ``parts.notes['privacy']`` current, with RDP's ε beside the configured one."""
     summary: dict[str, Any] = {"mode": cfg.mode, "delta": cfg.delta, "accountant": cfg.accountant}
     summary.update(facts)
     parts.notes["privacy"] = summary
 
     def source(rnd: int) -> dict[str, Any]:
-        eps = now()
+        eps, used = now(cfg.accountant)
         summary["epsilon"] = eps
-        return {"epsilon": eps, "delta": cfg.delta}
+        summary["epsilon_accountant"] = used
+        summary["epsilon_rdp"] = eps if used == "rdp" else now("rdp")[0]
+        return {"epsilon": eps, "delta": cfg.delta, "accountant": used}
 
     parts.metric_sources.append(source)
 

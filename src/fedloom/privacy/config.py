@@ -28,10 +28,16 @@ class PrivacyConfig(BaseModel):
     """δ of the (ε, δ) guarantee; keep it well below 1 / (number of users or samples)."""
     max_epsilon: float | None = Field(None, gt=0)
     """Budget: the run stops cleanly before a round that would push ε above this."""
-    accountant: AccountantName = "rdp"
-    """Opacus accountant: ``rdp`` (Rényi DP, default) or ``prv`` (tighter numeric PRV)."""
+    accountant: AccountantName = "prv"
+    """Opacus accountant: ``prv`` (numerical PRV, tighter; default, as in Opacus; falls back
+    to RDP where its analysis fails) or ``rdp`` (Rényi DP)."""
     secure_rng: bool = False
-    """Draw privacy noise from the OS's cryptographically secure source (not reproducible)."""
+    """Draw every privacy-relevant random choice (client sampling, DP-SGD batches, noise)
+    from the OS's cryptographically secure source: the deployment setting, not
+    reproducible. Off, the draws follow ``seed``: for research only."""
+    release_client_info: bool = False
+    """Write client ids and per-client statistics (participants, partition table) to the
+    run directory even in a DP run; they are outside ε, so off by default."""
     adaptive_clip: bool = False
     """``central`` only: the clip tracks a quantile of update norms (Andrew et al. 2021)."""
     target_quantile: float = Field(0.5, gt=0, lt=1)
@@ -41,6 +47,11 @@ class PrivacyConfig(BaseModel):
     count_noise_multiplier: float | None = Field(None, gt=0)
     """Adaptive clipping: std σ_b of the noise on the unclipped count; default
     expected clients per round / 20 (the paper's choice)."""
+
+    @property
+    def withholds_client_info(self) -> bool:
+        """A DP run that must not release client ids or per-client statistics."""
+        return self.mode != "none" and not self.release_client_info
 
     @model_validator(mode="after")
     def _noise_is_known(self) -> PrivacyConfig:

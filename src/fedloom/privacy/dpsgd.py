@@ -1,17 +1,25 @@
 """Sample-level DP-SGD inside each client's local training, through Opacus.
 
 Per step: a Poisson-sampled minibatch (each local example with probability q = B/n_k,
-the sampling Opacus' accountant assumes), per-sample gradients from Opacus'
+the sampling Opacus' accountant assumes; drawn from the client's seeded generator, or
+from the OS's CSPRNG with ``privacy.secure_rng``: Opacus' own secure mode needs
+torchcsprng, which does not exist for this torch), per-sample gradients from Opacus'
 ``GradSampleModule``, each clipped to ``privacy.clip`` and summed, Gaussian noise
-``N(0, (z·clip)²)`` added by Opacus' ``DPOptimizer`` (our subclass only chooses where
+``N(0, (z_k·clip)²)`` added by Opacus' ``DPOptimizer`` (our subclass only chooses where
 the noise comes from: a generator keyed by (round, client, step) or the OS's CSPRNG),
-then divided by the expected batch size B. Each client keeps its own accountant
-history; the metrics report the largest ε over clients.
+then divided by the expected batch size B.
+
+With ``target_epsilon`` each client k gets its own multiplier z_k, calibrated from its
+own rate q_k and its own steps (``rounds`` times its steps per round, as if sampled
+every round), so every client's ε lands just below the target. Each client is accounted
+on its own history ``(z_k, q_k, steps)``; the metrics report the largest ε over clients.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,9 +37,9 @@ from fedloom.data.base import TensorData
 from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.budget import budget_guard, report
-from fedloom.privacy.config import AccountantName
+from fedloom.privacy.config import AccountantName, PrivacyConfig
 from fedloom.privacy.modes import noise_multiplier_for, refuse_over_network
-from fedloom.privacy.noise import NoiseSource, noise_source
+from fedloom.privacy.noise import NoiseSource, noise_source, poisson_mask
 
 
 class _KeyedNoiseDPOptimizer(DPOptimizer):
@@ -53,6 +61,27 @@ class _KeyedNoiseDPOptimizer(DPOptimizer):
         self.step_index += 1
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One client's round: its multiplier, its Poisson rate B/n_k and its local steps."""
+
+    noise_multiplier: float
+    rate: float
+    steps: int
+
+
+def client_plans(
+    cfg: PrivacyConfig, train: TrainConfig, sizes: list[int], rounds: int
+) -> dict[str, Plan]:
+    """Each client's plan; a calibrated multiplier comes from that client's own rate and
+    steps over ``rounds`` rounds (the worst case: sampled every round)."""
+    plans = {}
+    for k, n in enumerate(sizes):
+        rate, steps = min(train.batch_size or n, n) / n, planned_steps(train, n)
+        plans[str(k)] = Plan(noise_multiplier_for(cfg, rate, steps * rounds), rate, steps)
+    return plans
+
+
 class ClientLedgers:
     """Each client's accountant history (checkpointed); ε is read from it when asked."""
 
@@ -65,16 +94,20 @@ class ClientLedgers:
         acc.step(noise_multiplier, rate, steps)
 
     def max_epsilon(self) -> float:
-        return max((a.epsilon(self.delta) for a in self.accountants.values()), default=0.0)
+        return self.max_epsilon_by(self.kind)[0]
 
-    def max_epsilon_after(
-        self, noise_multiplier: float, plans: dict[str, tuple[float, int]]
-    ) -> float:
-        """The largest ε any client would have after one more round of ``(rate, steps)``."""
+    def max_epsilon_by(self, kind: AccountantName) -> tuple[float, AccountantName]:
+        """The largest client ε by ``kind``, and the analysis that gave it."""
+        answers = [a.epsilon_by(kind, self.delta) for a in self.accountants.values()]
+        return max(answers, default=(0.0, kind), key=lambda answer: answer[0])
+
+    def max_epsilon_after(self, plans: dict[str, Plan]) -> float:
+        """The largest ε any client would have after one more round of its plan."""
         worst = 0.0
-        for cid, (rate, steps) in plans.items():
+        for cid, plan in plans.items():
             acc = self.accountants.get(cid) or Accountant(self.kind)
-            worst = max(worst, acc.epsilon_after(noise_multiplier, rate, self.delta, steps))
+            after = acc.epsilon_after(plan.noise_multiplier, plan.rate, self.delta, plan.steps)
+            worst = max(worst, after)
         return worst
 
     def state_dict(self) -> dict[str, Any]:
@@ -92,13 +125,16 @@ class DPSGDTrainer(LocalTrainer):
         self,
         config: TrainConfig,
         clip: float,
-        noise_multiplier: float,
+        noise_multipliers: Mapping[str, float],
         noise: NoiseSource,
         ledgers: ClientLedgers,
+        secure_batches: bool = False,
     ) -> None:
         super().__init__(config)
-        self.clip, self.noise_multiplier = clip, noise_multiplier
+        self.clip, self.noise_multipliers = clip, dict(noise_multipliers)
         self.noise, self.ledgers = noise, ledgers
+        self.secure_batches = secure_batches
+        """Poisson batches from the OS's CSPRNG instead of the client's seeded generator."""
 
     def train(
         self,
@@ -112,13 +148,14 @@ class DPSGDTrainer(LocalTrainer):
         cfg, n = self.config, len(data)
         batch = min(cfg.batch_size or n, n)
         rate, steps = batch / n, planned_steps(cfg, n)
+        z = self.noise_multipliers[ctx.client_id]
         gsm = GradSampleModule(model, loss_reduction="mean")
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _KeyedNoiseDPOptimizer(
             torch.optim.SGD(
                 params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
             ),
-            noise_multiplier=self.noise_multiplier,
+            noise_multiplier=z,
             max_grad_norm=self.clip,
             expected_batch_size=batch,
             noise=self.noise,
@@ -131,7 +168,8 @@ class DPSGDTrainer(LocalTrainer):
                 # the input needs no gradient, so torch warns about the per-sample hooks; harmless
                 warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
                 for _ in range(steps):
-                    idx = torch.nonzero(torch.rand(n, generator=gen) < rate).flatten()
+                    draw = None if self.secure_batches else gen
+                    idx = torch.nonzero(poisson_mask(n, rate, draw)).flatten()
                     optimizer.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(gsm(data.x[idx]), data.y[idx]) if len(idx) else None
                     if loss is None:  # an empty Poisson batch still takes a noise-only step
@@ -143,7 +181,7 @@ class DPSGDTrainer(LocalTrainer):
                     optimizer.step()
         finally:
             gsm._close()  # removes the hooks: the shared workspace model is left plain
-        self.ledgers.record(ctx.client_id, self.noise_multiplier, rate, steps)
+        self.ledgers.record(ctx.client_id, z, rate, steps)
         return TrainResult(num_examples=n, loss=loss_sum / max(seen, 1), steps=steps)
 
 
@@ -167,23 +205,23 @@ def build_dpsgd(parts: Parts) -> None:
             [f"privacy.mode=dpsgd does not support strategy.name={fed.strategy.name}"]
         )
     _check_model(parts.model)
-    # each client's (Poisson rate, steps) per round; the worst of each bounds every client
-    plans = {
-        str(k): (min(fed.train.batch_size or n, n) / n, planned_steps(fed.train, n))
-        for k, n in enumerate(len(ix) for ix in parts.data.client_indices)
-    }
-    worst_rate = max(rate for rate, _ in plans.values())
-    worst_steps = max(steps for _, steps in plans.values()) * fed.rounds
-    z = noise_multiplier_for(cfg, worst_rate, worst_steps)  # a client in every round
+    sizes = [len(ix) for ix in parts.data.client_indices]
+    plans = client_plans(cfg, fed.train, sizes, fed.rounds)
     ledgers = ClientLedgers(cfg.accountant, cfg.delta)
     noise = noise_source(cfg.secure_rng, fed.seed, "dp-sgd")
-    parts.trainer = DPSGDTrainer(fed.train, cfg.clip, z, noise, ledgers)
+    multipliers = {cid: plan.noise_multiplier for cid, plan in plans.items()}
+    parts.trainer = DPSGDTrainer(fed.train, cfg.clip, multipliers, noise, ledgers, cfg.secure_rng)
     parts.stateful["privacy"] = ledgers
-    report(
-        parts,
-        cfg,
-        ledgers.max_epsilon,
-        {"noise_multiplier": z, "clip": cfg.clip, "level": "sample (max over clients)"},
-    )
+    facts: dict[str, Any] = {
+        "noise_multiplier": cfg.noise_multiplier,
+        "clip": cfg.clip,
+        "level": "sample (each client accounted on its own; max over clients)",
+    }
+    if cfg.noise_multiplier is None:
+        facts["calibration"] = "per client: its own rate and steps, sampled every round"
+        # each z_k is a function of the client's data size: a per-client statistic
+        if not cfg.withholds_client_info:
+            facts["noise_multipliers"] = multipliers
+    report(parts, cfg, ledgers.max_epsilon_by, facts)
     # conservative: any client might be sampled next round
-    budget_guard(parts, cfg, lambda rnd: ledgers.max_epsilon_after(z, plans))
+    budget_guard(parts, cfg, lambda rnd: ledgers.max_epsilon_after(plans))

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
+from fedloom.server.sampler import UniformSampler
+
+log = logging.getLogger(__name__)
+
+SEEDED_WARNING = (
+    "privacy.secure_rng=false: client sampling, DP-SGD batches and privacy noise follow "
+    "`seed`; the run is reproducible and for research only: anyone who knows the seed can "
+    "recompute who took part and the noise. Set privacy.secure_rng=true to deploy"
+)
+RELEASE_WARNING = (
+    "privacy.release_client_info=true: client ids and per-client statistics are written to "
+    "the run directory; they are not covered by the reported epsilon"
+)
 
 Builder = Callable[[Parts], None]
 
@@ -34,9 +48,17 @@ _MODES: dict[str, Builder] = {"central": _central, "local": _local, "dpsgd": _dp
 
 def apply_privacy(parts: Parts) -> None:
     """Make the federation differentially private as ``privacy.mode`` says."""
-    mode = parts.config.privacy.mode
+    cfg = parts.config.privacy
+    mode = cfg.mode
     if mode == "none":
         return
+    if not cfg.secure_rng:
+        log.warning(SEEDED_WARNING)
+    else:  # central mode replaces it with a secure Poisson sampler
+        fed = parts.config
+        parts.sampler = UniformSampler(fed.clients.num, fed.clients.per_round, fed.seed, True)
+    if cfg.release_client_info:
+        log.warning(RELEASE_WARNING)
     try:
         _MODES[mode](parts)
     except ModuleNotFoundError as missing:

@@ -18,7 +18,7 @@ from fedloom.core.tensors import Tensors
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.clipping import clip_update
 from fedloom.privacy.config import AccountantName
-from fedloom.privacy.noise import NoiseSource
+from fedloom.privacy.noise import NoiseSource, SecureNoise
 
 
 class ParticipationLedger:
@@ -33,14 +33,26 @@ class ParticipationLedger:
         self.counts[client_id] = self.counts.get(client_id, 0) + 1
 
     def epsilon_for(self, releases: int, delta: float) -> float:
+        return self.epsilon_by(self.kind, releases, delta)[0]
+
+    def epsilon_by(
+        self, kind: AccountantName, releases: int, delta: float
+    ) -> tuple[float, AccountantName]:
+        if not releases:
+            return 0.0, kind
         acc = Accountant(self.kind)  # its ε is cached by history, shared by all accountants
         acc.step(self.noise_multiplier, 1.0, releases)
-        return acc.epsilon(delta)
+        return acc.epsilon_by(kind, delta)
 
     def max_epsilon(self, delta: float, extra: int = 0) -> float:
         """The largest per-client ε (``extra`` more releases for the busiest client)."""
-        most = max(self.counts.values(), default=0) + extra
-        return self.epsilon_for(most, delta) if most else 0.0
+        return self.max_epsilon_by(self.kind, delta, extra)[0]
+
+    def max_epsilon_by(
+        self, kind: AccountantName, delta: float, extra: int = 0
+    ) -> tuple[float, AccountantName]:
+        """The busiest client's ε by ``kind`` (same multiplier for all: most releases)."""
+        return self.epsilon_by(kind, max(self.counts.values(), default=0) + extra, delta)
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": dict(self.counts)}
@@ -50,19 +62,24 @@ class ParticipationLedger:
 
 
 def local_dp_hook(
-    clip: float, noise_multiplier: float, noise: NoiseSource, ledger: ParticipationLedger
+    clip: float, noise_multiplier: float, noise: NoiseSource | None, ledger: ParticipationLedger
 ) -> UpdateHook:
-    """Clip the whole update to ``clip`` and add ``N(0, (z·2·clip)²)`` to each coordinate."""
+    """Clip the whole update to ``clip`` and add ``N(0, (z·2·clip)²)`` to each coordinate.
+
+    ``noise`` None: each client draws from its own secure source (the OS's CSPRNG, read
+    on the client), which neither the server nor another run can recompute."""
     std = noise_multiplier * 2 * clip
+    own: dict[str, NoiseSource] = {}
 
     def hook(update: Tensors, ctx: FitContext) -> Tensors:
+        source = noise if noise is not None else own.setdefault(ctx.client_id, SecureNoise())
         clipped, _ = clip_update(update, clip)
         ledger.record(ctx.client_id)
         # the server is not trusted: the local data's size and loss stay on the device
         # (the server then weights every client equally)
         ctx.meta.update(num_examples=1, train_loss=0.0)
         return {
-            name: t + noise.normal(t.shape, std, t.dtype, ctx.round, ctx.client_id, name)
+            name: t + source.normal(t.shape, std, t.dtype, ctx.round, ctx.client_id, name)
             for name, t in clipped.items()
         }
 

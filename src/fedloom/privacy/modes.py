@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant, calibrate
@@ -14,8 +12,6 @@ from fedloom.privacy.config import PrivacyConfig
 from fedloom.privacy.local import ParticipationLedger, local_dp_hook
 from fedloom.privacy.noise import noise_source
 from fedloom.privacy.sampler import PoissonSampler
-
-log = logging.getLogger(__name__)
 
 
 def noise_multiplier_for(cfg: PrivacyConfig, sample_rate: float, steps: int) -> float:
@@ -47,13 +43,8 @@ def _check_central(parts: Parts) -> None:
 def build_central(parts: Parts) -> None:
     _check_central(parts)
     cfg, fed = parts.config.privacy, parts.config
-    if fed.network.mode != "simulation" and not cfg.secure_rng:
-        log.warning(
-            "privacy noise is seeded from `seed` (reproducible, and so computable by anyone "
-            "who knows the seed); set privacy.secure_rng=true for a real deployment"
-        )
     rate = fed.clients.per_round / fed.clients.num
-    sampler = PoissonSampler(fed.clients.num, rate, fed.seed)
+    sampler = PoissonSampler(fed.clients.num, rate, fed.seed, secure=cfg.secure_rng)
     expected = sampler.expected_per_round
     z = noise_multiplier_for(cfg, rate, fed.rounds)
     adaptive = None
@@ -77,7 +68,7 @@ def build_central(parts: Parts) -> None:
     report(
         parts,
         cfg,
-        lambda: acc.epsilon(cfg.delta),
+        lambda kind: acc.epsilon_by(kind, cfg.delta),
         {
             "noise_multiplier": z,
             "sample_rate": rate,
@@ -109,13 +100,14 @@ def build_local(parts: Parts) -> None:
     cfg, fed = parts.config.privacy, parts.config
     z = noise_multiplier_for(cfg, 1.0, fed.rounds)  # worst case: a client in every round
     ledger = ParticipationLedger(z, cfg.accountant)
-    noise = noise_source(cfg.secure_rng, fed.seed, "dp-local")
+    # secure: every client draws from its own OS CSPRNG (None), nothing the server can redo
+    noise = None if cfg.secure_rng else noise_source(False, fed.seed, "dp-local")
     parts.client_hooks.append(local_dp_hook(cfg.clip, z, noise, ledger))
     parts.stateful["privacy"] = ledger
     report(
         parts,
         cfg,
-        lambda: ledger.max_epsilon(cfg.delta),
+        lambda kind: ledger.max_epsilon_by(kind, cfg.delta),
         {
             "noise_multiplier": z,
             "clip": cfg.clip,

@@ -4,7 +4,10 @@ that feeds them.
 Unlike FedAvg's streaming weighted sum, every rule here needs all of a round's updates at
 once (a median or a pairwise distance cannot be streamed), so ``BufferedAggregator`` holds
 them: memory grows as O(clients × model) for the round. The rules ignore sample counts
-on purpose (except ``norm_bounded_mean``): a Byzantine client can lie about its count.
+on purpose (except ``norm_bounded_mean``): a Byzantine client can lie about its count. The
+weights ``norm_bounded_mean`` gets are the server's weighting (``fedloom.server.weights``:
+the server's own sizes, or claims capped at a multiple of the round's median), never a raw
+claim.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 The server streams updates into a ``WeightedSum`` as they arrive, so its memory is one
 model's worth however many clients report; ``weighted_mean`` is the same fold, for tests
 and for callers who already hold every update.
+
+The sum is accumulated in float64 whatever the update's dtype (and cast back when read):
+a legal weight (up to ``MAX_EXAMPLES``, 1e9) times a large but finite float32 value could
+overflow float32, and one ``inf`` in the sum would leave the global model NaN for good.
 """
 
 from __future__ import annotations
@@ -19,24 +23,35 @@ class WeightedSum:
     """Running ``Σ w_k · u_k`` and ``Σ w_k``; ``mean()`` is the weighted average."""
 
     def __init__(self) -> None:
-        self.total: Tensors = {}
+        self._sum: Tensors = {}
+        self._dtypes: dict[str, torch.dtype] = {}
         self.weight = 0.0
         self.count = 0
 
     def add(self, update: Mapping[str, Tensor], weight: float) -> None:
-        if weight < 0:
-            raise ValueError(f"aggregation weight must be >= 0, got {weight}")
-        if not self.total:
-            self.total = {name: torch.zeros_like(t) for name, t in update.items()}
+        if not weight >= 0 or weight == float("inf"):
+            raise ValueError(f"aggregation weight must be finite and >= 0, got {weight}")
+        if not self._sum:
+            self._sum = {n: torch.zeros_like(t, dtype=torch.float64) for n, t in update.items()}
+            self._dtypes = {n: t.dtype for n, t in update.items()}
         for name, t in update.items():
-            self.total[name].add_(t, alpha=weight)
+            self._sum[name].add_(t.double(), alpha=weight)
         self.weight += weight
         self.count += 1
+
+    def scaled(self, factor: float) -> Tensors:
+        """``factor · Σ w_k u_k``, computed in float64, in each update's own dtype."""
+        return {n: (t * factor).to(self._dtypes[n]) for n, t in self._sum.items()}
+
+    @property
+    def total(self) -> Tensors:
+        """``Σ w_k u_k`` in each update's own dtype."""
+        return self.scaled(1.0)
 
     def mean(self) -> Tensors:
         if self.weight <= 0:
             raise ValueError("no update with positive weight to average")
-        return {name: t / self.weight for name, t in self.total.items()}
+        return {n: (t / self.weight).to(self._dtypes[n]) for n, t in self._sum.items()}
 
 
 def weighted_mean(updates: Iterable[tuple[Mapping[str, Tensor], float]]) -> Tensors:

@@ -28,6 +28,8 @@ class Checkpoint:
     strategy_tensors: Tensors = field(default_factory=dict)
     strategy_rest: dict[str, Any] = field(default_factory=dict)
     client_states: dict[str, Tensors] = field(default_factory=dict)
+    """Legacy: clients' own state. Runs keep it in the client store
+    (``fedloom.client.store``), never here; older checkpoints that hold it still load."""
     extra: dict[str, Any] = field(default_factory=dict)
     """JSON-safe state of other components (accountant, elapsed time, ...)."""
 

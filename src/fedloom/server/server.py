@@ -14,7 +14,8 @@ from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
 from fedloom.server.sampler import Sampler
 from fedloom.server.strategy import Strategy
-from fedloom.server.validate import UpdateSpec, check_update
+from fedloom.server.validate import UpdateSpec, check_meta, check_update
+from fedloom.server.weights import CappedClaims, Weighting
 from fedloom.transport.base import Failure, Transport
 from fedloom.transport.wire import frame_size
 
@@ -58,6 +59,7 @@ class Server:
         evaluate: Evaluator | None = None,
         eval_every: int = 1,
         max_update_bytes: int = 2**31,
+        weighting: Weighting | None = None,
     ) -> None:
         self.global_state = global_state
         self.client_ids = list(client_ids)
@@ -69,6 +71,9 @@ class Server:
         self.eval_every = eval_every
         expected = {**global_state, **strategy.update_extras(global_state)}
         self.spec = UpdateSpec.of(expected, max_update_bytes)
+        self.weighting: Weighting = weighting or CappedClaims()
+        """Whose numbers weight the updates; the default caps claims at 2x the median."""
+        self._last_rejection: dict[str, str] = {}
         self.callbacks: list[RoundCallback] = []
         self.guards: list[RoundGuard] = []
         self.metric_sources: list[MetricSource] = []
@@ -101,7 +106,7 @@ class Server:
         config = self.strategy.fit_config(rnd)
         messages = {cid: Message("fit", rnd, "server", payload, config) for cid in sampled}
         bytes_down = sum(frame_size(m) for m in messages.values())
-        aggregator = self.strategy.new_aggregator()
+        aggregator = self.weighting.wrap(self.strategy.new_aggregator())
         tally = RoundTally()
         for cid, reply in self.transport.exchange(messages):
             if isinstance(reply, Failure):
@@ -110,14 +115,17 @@ class Server:
             tally.bytes_up += frame_size(reply)
             try:
                 update = check_update(reply, rnd, cid, self.spec, self.up)
-                aggregator.add(cid, update, reply.meta)  # may reject meta it needs (FedNova)
+                meta = check_meta(reply.meta)
+                self.strategy.check_meta(cid, reply.meta)
+                aggregator.add(cid, update, reply.meta)
             except UpdateRejected as why:
-                log.warning("round %d: rejected update from %s: %s", rnd, cid, why)
-                tally.rejected[cid] = str(why)
+                self._reject(rnd, cid, str(why), tally)
                 continue
-            n = int(reply.meta["num_examples"])
-            tally.loss_sum += float(reply.meta.get("train_loss", 0.0)) * n
-            tally.examples += n
+            self._last_rejection.pop(cid, None)
+            n = self.weighting.loss_weight(cid, meta.num_examples)
+            if meta.train_loss is not None:
+                tally.loss_sum += meta.train_loss * n
+                tally.examples += n
         if aggregator.count >= max(1, self.min_updates) or self.strategy.always_apply:
             self.global_state = self.strategy.apply(self.global_state, aggregator.result())
         else:
@@ -128,6 +136,15 @@ class Server:
                 max(1, self.min_updates),
             )
         return self._metrics(rnd, last, aggregator.count, bytes_down, tally, start)
+
+    def _reject(self, rnd: int, cid: str, why: str, tally: RoundTally) -> None:
+        """Count the rejection; log it unless it repeats the client's previous reason."""
+        tally.rejected[cid] = why
+        if self._last_rejection.get(cid) == why:
+            log.debug("round %d: rejected update from %s again: %s", rnd, cid, why)
+        else:
+            log.warning("round %d: rejected update from %s: %s", rnd, cid, why)
+        self._last_rejection[cid] = why
 
     def _metrics(
         self, rnd: int, last: bool, count: int, bytes_down: int, tally: RoundTally, start: float

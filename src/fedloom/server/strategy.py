@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import torch
@@ -63,6 +63,11 @@ class Aggregator(Protocol):
     def result(self) -> Tensors: ...
 
 
+MetaCheck = Callable[[str, Mapping[str, Any]], object]
+"""(client id, reply meta): raises ``UpdateRejected`` when a field the strategy reads is
+unusable for that client."""
+
+
 class SampleWeightedMean:
     """FedAvg's aggregator: each update weighted by the client's number of examples."""
 
@@ -91,10 +96,14 @@ class Strategy:
         name: str,
         optimizer: OptimizerFactory,
         aggregator: Callable[[], Aggregator] = SampleWeightedMean,
+        meta_checks: Sequence[MetaCheck] = (),
     ) -> None:
         self.name = name
         self.optimizer_factory = optimizer
         self.aggregator_factory = aggregator
+        self.meta_checks = list(meta_checks)
+        """Checks of the reply meta fields this strategy's aggregator reads (beyond
+        ``num_examples``, which the server checks), run as each reply arrives."""
         self.server_optimizer: ServerOptimizer | None = None
 
     def start(self, global_state: Mapping[str, Tensor]) -> None:
@@ -114,6 +123,11 @@ class Strategy:
 
     def new_aggregator(self) -> Aggregator:
         return self.aggregator_factory()
+
+    def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
+        """``UpdateRejected`` if a meta field this strategy reads is unusable."""
+        for check in self.meta_checks:
+            check(client_id, meta)
 
     @property
     def _optimizer(self) -> ServerOptimizer:

@@ -1,9 +1,16 @@
-"""Every incoming update is checked before it can touch the aggregate."""
+"""Every incoming update is checked before it can touch the aggregate.
+
+That includes every reply meta field the server reads: a client holding a valid token can
+put anything JSON allows there (a string, ``NaN``, ``10**400``, ``true``), and each such
+value is an ``UpdateRejected`` here, never a crash of the round loop.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,6 +20,58 @@ from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
 from fedloom.transport.wire import frame_size
+
+MAX_EXAMPLES = 10**9
+"""Largest ``num_examples`` a reply may claim (a billion examples on one client)."""
+
+
+@dataclass(frozen=True)
+class ReplyMeta:
+    """The reply meta fields the round loop uses, checked."""
+
+    num_examples: int
+    train_loss: float | None
+
+
+def check_int(meta: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    """``meta[key]`` as a true ``int`` (never a bool) in ``[low, high]``."""
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UpdateRejected(f"{key} must be an integer in [{low}, {high}], got {_show(value)}")
+    return value
+
+
+def check_real(
+    meta: Mapping[str, Any], key: str, low: float = -math.inf, high: float = math.inf
+) -> float:
+    """``meta[key]`` as a finite float in ``[low, high]`` (an int or a float, never a bool)."""
+    value = meta.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise UpdateRejected(f"{key} must be a number, got {_show(value)}")
+    try:
+        real = float(value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        real = math.inf
+    if not (math.isfinite(real) and low <= real <= high):
+        raise UpdateRejected(
+            f"{key} must be a finite number in [{low:g}, {high:g}], got {_show(value)}"
+        )
+    return real
+
+
+def check_meta(meta: Mapping[str, Any]) -> ReplyMeta:
+    """``num_examples`` in [1, ``MAX_EXAMPLES``]; ``train_loss`` absent or a finite number."""
+    if not isinstance(meta, Mapping):
+        raise UpdateRejected(f"reply meta must be an object, got {type(meta).__name__}")
+    n = check_int(meta, "num_examples", 1, MAX_EXAMPLES)
+    loss = check_real(meta, "train_loss") if meta.get("train_loss") is not None else None
+    return ReplyMeta(n, loss)
+
+
+def _show(value: object) -> str:
+    """A short repr: a hostile value may be a 400-digit integer or a huge string."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 @dataclass(frozen=True)
@@ -43,9 +102,7 @@ def check_update(
     size = frame_size(message)
     if size > spec.max_bytes:
         raise UpdateRejected(f"update of {size} bytes exceeds the limit of {spec.max_bytes}")
-    n = message.meta.get("num_examples")
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise UpdateRejected(f"num_examples must be a positive integer, got {n!r}")
+    check_meta(message.meta)
     update = codec.decode(message.payload)
     missing, extra = sorted(set(spec.shapes) - set(update)), sorted(set(update) - set(spec.shapes))
     if missing or extra:

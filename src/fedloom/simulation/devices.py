@@ -8,6 +8,10 @@ left out (``drop``) or told to run only the steps that fit (``partial``: the ste
 goes in the message meta, read by ``LocalTrainer``). The round loop sees only replies and
 ``Failure``s; the simulated times come out as metrics. Only Messages and byte counts are
 used here, never model code.
+
+In a DP run the metrics carry counts only: which clients took part (or were offline,
+dropped, late) is outside ε, and naming them would void the amplification by sampling
+that ε relies on. ``privacy.release_client_info=true`` names them again.
 """
 
 from __future__ import annotations
@@ -68,9 +72,12 @@ class SimulatedDevices:
         config: DevicesConfig,
         seed: int,
         inner: Transport | None = None,
+        name_clients: bool = True,
     ) -> None:
         self.profiles, self.full_steps = profiles, full_steps
         self.config, self.seed = config, seed
+        self.name_clients = name_clients
+        """Metrics list client ids (False: counts only, as a DP run requires)."""
         self._inner = inner
         self.clock_s = 0.0
         self.last = RoundLog()
@@ -151,9 +158,17 @@ class SimulatedDevices:
 
     def metrics(self, rnd: int) -> dict[str, Any]:
         log = self.last
+        clock = {"sim_round_s": round(log.round_s, 6), "sim_clock_s": round(self.clock_s, 6)}
+        if not self.name_clients:
+            return {
+                **clock,
+                "num_offline": len(log.offline),
+                "num_dropped": len(log.dropped),
+                "num_missed_deadline": len(log.missed),
+                "num_partial": len(log.partial),
+            }
         return {
-            "sim_round_s": round(log.round_s, 6),
-            "sim_clock_s": round(self.clock_s, 6),
+            **clock,
             "participants": sorted(log.finish_s, key=_numeric),
             "offline": sorted(log.offline, key=_numeric),
             "dropped": sorted(log.dropped, key=_numeric),

@@ -33,7 +33,11 @@ def apply_devices(parts: Parts) -> None:
         )
     ids = [str(k) for k in range(cfg.clients.num)]
     devices = SimulatedDevices(
-        draw_profiles(ids, cfg.devices, cfg.seed), full_steps(parts), cfg.devices, cfg.seed
+        draw_profiles(ids, cfg.devices, cfg.seed),
+        full_steps(parts),
+        cfg.devices,
+        cfg.seed,
+        name_clients=not cfg.privacy.withholds_client_info,
     )
     inner_factory = parts.transport
 

@@ -12,9 +12,12 @@ from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.transport.grpc_common import (
     CLIENT_KEY,
+    PROTOCOL_VERSION,
     PULL,
     PUSH,
+    SIZE_KEY,
     TOKEN_KEY,
+    VERSION_KEY,
     Keepalive,
     channel_options,
     frame_chunks,
@@ -22,7 +25,7 @@ from fedloom.transport.grpc_common import (
     join_chunks,
     parse_control,
 )
-from fedloom.transport.wire import decode_message
+from fedloom.transport.wire import decode_message, frame_size
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class GrpcClientSettings:
 
 
 class GrpcClientChannel:
-    """``pull()`` -> ("fit", Message) | ("idle", None) | ("done", None); ``push(reply)``."""
+    """``pull()`` -> ("fit", Message) | ("idle" | "done" | "retry", None); ``push(reply)``."""
 
     def __init__(self, settings: GrpcClientSettings) -> None:
         self.settings = settings
@@ -75,7 +78,11 @@ class GrpcClientChannel:
         self._push = self._channel.stream_unary(
             PUSH, request_serializer=identity, response_deserializer=identity
         )
-        self._metadata = ((CLIENT_KEY, settings.client_id), (TOKEN_KEY, settings.token))
+        self._metadata = (
+            (CLIENT_KEY, settings.client_id),
+            (TOKEN_KEY, settings.token),
+            (VERSION_KEY, str(PROTOCOL_VERSION)),
+        )
 
     def pull(self) -> tuple[str, Message | None]:
         # the server holds a poll for poll_s; the rest of the call is the download, which
@@ -93,19 +100,21 @@ class GrpcClientChannel:
             return status, None
         if size > self.settings.max_message_bytes:
             raise UpdateRejected(f"work of {size} bytes exceeds max_message_bytes")
-        frame = join_chunks(stream, size)
-        if len(frame) != size:
-            raise UpdateRejected(f"work frame truncated: {len(frame)} of {size} bytes")
+        frame = join_chunks(stream, size, size)  # one buffer of the announced size
         return status, decode_message(frame)
 
     def push(self, message: Message) -> tuple[bool, str]:
-        return self.push_chunks(frame_chunks(message, self.settings.chunk_bytes))
+        chunks = frame_chunks(message, self.settings.chunk_bytes)
+        return self.push_chunks(chunks, frame_size(message))
 
-    def push_chunks(self, chunks: Iterable[bytes]) -> tuple[bool, str]:
-        """Stream one frame, already cut in chunks; returns (accepted, the server's reason)."""
-        answer = self._push(
-            iter(chunks), timeout=self.settings.push_timeout_s, metadata=self._metadata
-        )
+    def push_chunks(self, chunks: Iterable[bytes], size: int | None = None) -> tuple[bool, str]:
+        """Stream one frame, already cut in chunks; returns (accepted, the server's reason).
+
+        ``size``, the frame's length, lets the server refuse an oversized frame unread and
+        receive it into one buffer; without it the server grows its buffer as chunks come.
+        """
+        metadata = self._metadata if size is None else (*self._metadata, (SIZE_KEY, str(size)))
+        answer = self._push(iter(chunks), timeout=self.settings.push_timeout_s, metadata=metadata)
         try:
             doc = json.loads(answer)
             return bool(doc["accepted"]), str(doc.get("reason", ""))

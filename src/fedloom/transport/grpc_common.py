@@ -3,18 +3,22 @@
 There is no .proto: both methods carry raw bytes (identity serializers). A Message travels
 as one ``fedloom.transport.wire`` frame cut into chunks of at most ``chunk_bytes``, so a
 model of several GB never meets gRPC's per-message limit. ``Pull`` answers with a small
-JSON control record first (``{"status": "fit"|"idle"|"done", "size": n}``), then the chunks.
+JSON control record first (``{"v": 2, "status": "fit"|"idle"|"done"|"retry", "size": n}``),
+then the chunks. Every call carries the client's protocol version in its metadata
+(``fedloom-protocol``); the server refuses one it does not speak.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fedloom.core.errors import UpdateRejected
-from fedloom.core.message import Message
+from fedloom.core.errors import FedloomError, UpdateRejected
+from fedloom.core.message import Message, payload_bytes
 from fedloom.transport.wire import encode_message
 
 SERVICE = "fedloom.Federation"
@@ -22,6 +26,23 @@ PULL = f"/{SERVICE}/Pull"
 PUSH = f"/{SERVICE}/Push"
 CLIENT_KEY = "fedloom-client"
 TOKEN_KEY = "fedloom-token"
+VERSION_KEY = "fedloom-protocol"
+"""Call metadata: the protocol version the caller speaks (absent: version 1)."""
+PROTOCOL_VERSION = 2
+"""1: control records without a version, statuses fit/idle/done. 2: versioned control
+records, the ``retry`` status, and the caller's version in its metadata."""
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+STATUSES = ("fit", "idle", "done", "retry")
+"""``retry``: the server is stopping before the run is over; poll again (it will be back)."""
+SIZE_KEY = "fedloom-frame-size"
+"""Optional upload metadata: the frame's exact size, so the server can refuse an oversized
+upload before reading it and receive the rest into one buffer of the right size."""
+
+
+class ProtocolMismatch(FedloomError):
+    """The two ends speak different protocol versions; retrying will not help."""
+
+
 # room for gRPC's own framing around one chunk
 _SLACK = 64 * 1024
 
@@ -71,36 +92,94 @@ def frame_chunks(message: Message, chunk_bytes: int) -> Iterator[bytes]:
     head = encode_message(Message(message.kind, message.round, message.sender, b"", message.meta))
     yield head
     if len(message.payload) <= chunk_bytes:
-        yield message.payload  # the shared bytes object itself, no copy
+        yield payload_bytes(message.payload)  # a shared bytes object itself, no copy
         return
     view = memoryview(message.payload)
     for start in range(0, len(view), chunk_bytes):
         yield bytes(view[start : start + chunk_bytes])
 
 
-def join_chunks(chunks: Iterable[bytes], limit: int) -> bytearray:
-    """Reassemble a frame, refusing it as soon as it grows past ``limit`` bytes."""
-    frame = bytearray()
-    for chunk in chunks:
-        if len(frame) + len(chunk) > limit:
-            raise UpdateRejected(f"message exceeds the limit of {limit} bytes")
-        frame += chunk
-    return frame
+def join_chunks(
+    chunks: Iterable[bytes],
+    limit: int,
+    size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> bytearray | memoryview:
+    """Reassemble a frame, refusing it as soon as it grows past ``limit`` bytes.
+
+    With the frame's ``size`` known in advance the buffer is allocated once, at that size
+    (growing a bytearray over-allocates and copies as it goes), and placed so that what
+    follows the first chunk (the frame's header, as ``frame_chunks`` sends it) starts on
+    an 8-byte boundary: the payload's tensors can then be used in place. A stream that
+    ends short of ``size`` or runs past it is refused. ``progress`` hears each chunk's length.
+    """
+    if size is None:
+        frame = bytearray()
+        for chunk in chunks:
+            if len(frame) + len(chunk) > limit:
+                raise UpdateRejected(f"message exceeds the limit of {limit} bytes")
+            frame += chunk
+            if progress is not None:
+                progress(len(chunk))
+        return frame
+    if size > limit:
+        raise UpdateRejected(f"message of {size} bytes exceeds the limit of {limit} bytes")
+    stream = iter(chunks)
+    first = next(stream, b"")
+    pad = -len(first) % 8
+    placed, filled = memoryview(bytearray(pad + size))[pad:], 0
+    for chunk in itertools.chain((first,), stream):
+        end = filled + len(chunk)
+        if end > size:
+            raise UpdateRejected(f"message runs past its announced {size} bytes")
+        placed[filled:end] = chunk
+        filled = end
+        if progress is not None:
+            progress(len(chunk))
+    if filled != size:
+        raise UpdateRejected(f"message truncated: {filled} of {size} bytes")
+    return placed
 
 
 def control(status: str, size: int = 0) -> bytes:
-    return json.dumps({"status": status, "size": size}).encode()
+    return json.dumps({"v": PROTOCOL_VERSION, "status": status, "size": size}).encode()
 
 
 def parse_control(data: bytes) -> tuple[str, int]:
     try:
         doc = json.loads(data)
+        version = doc.get("v", 1)
         status, size = doc["status"], doc["size"]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise UpdateRejected(f"malformed control record from the server: {error}") from None
-    if status not in ("fit", "idle", "done") or not isinstance(size, int) or size < 0:
-        raise UpdateRejected(f"unexpected control record {doc!r}")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolMismatch(
+            f"the server speaks protocol {str(version)[:20]}, this client speaks "
+            f"{PROTOCOL_VERSION}: upgrade the older side"
+        )
+    if status not in STATUSES or type(size) is not int or size < 0:
+        raise UpdateRejected(f"unexpected control record {str(doc)[:200]}")
     return status, size
+
+
+def check_protocol(metadata: Iterable[tuple[str, Any]]) -> str | None:
+    """Why a call with this metadata cannot be served (its protocol version), or None."""
+    claimed = dict(metadata).get(VERSION_KEY, "1")
+    version = claimed if isinstance(claimed, str) else "?"
+    if version.isdigit() and int(version) in SUPPORTED_VERSIONS:
+        return None
+    return f"client speaks protocol {version[:20]}, this server speaks {PROTOCOL_VERSION}"
+
+
+def is_loopback(address: str) -> bool:
+    """``address`` (``host:port``) is on this machine: 127.0.0.0/8, ::1 or ``localhost``."""
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def identity(data: bytes) -> bytes:

@@ -8,11 +8,13 @@ memory is a few models whatever the number of clients. The round ends when every
 client answered or the deadline passed; the missing ones are reported as ``Failure``.
 
 Identity is the authenticated one: the client id whose token matched, never a header.
+The token is checked by ``grpc_guard.TokenGate`` before gRPC reads any request; each
+upload is bounded by ``upload_limit`` (derived from the model by ``serve``) and watched by
+an ``UploadWatchdog`` that cuts a sender slower than ``min_upload_rate``.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import queue
@@ -30,15 +32,23 @@ from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.transport.base import Failure, Reply
 from fedloom.transport.grpc_common import (
-    CLIENT_KEY,
     SERVICE,
-    TOKEN_KEY,
+    SIZE_KEY,
     Keepalive,
+    check_protocol,
     control,
     frame_chunks,
     identity,
     join_chunks,
     server_options,
+)
+from fedloom.transport.grpc_guard import (
+    CallCaps,
+    RefusalLog,
+    TokenGate,
+    UploadWatchdog,
+    claimed_identity,
+    verify,
 )
 from fedloom.transport.wire import decode_message, frame_size
 
@@ -62,6 +72,17 @@ class GrpcServerSettings:
     poll_s: float = 10.0
     chunk_bytes: int = 1 << 20
     max_message_bytes: int = 4 << 30
+    """Largest frame sent, and the outer cap on an upload."""
+    max_upload_bytes: int | None = None
+    """Largest upload accepted (None: ``max_message_bytes``); ``serve`` derives it from the
+    model and the uplink codec."""
+    min_upload_rate: float = 64 * 1024
+    """Bytes/s an upload must average (after ``upload_grace_s``) or it is cancelled."""
+    upload_grace_s: float = 10.0
+    max_calls_per_client: int = 4
+    """Calls one authenticated client may have open at once (it needs a pull and a push)."""
+    max_calls_per_host: int = 64
+    """Calls one peer host may have open at once, whichever clients it speaks for."""
     max_inflight: int = 4
     keepalive: Keepalive = field(default_factory=Keepalive)
     tls: ServerTls | None = None
@@ -98,9 +119,17 @@ class GrpcServerTransport:
     def __init__(self, settings: GrpcServerSettings) -> None:
         self.settings = settings
         self._tokens = {cid: token.encode() for cid, token in settings.tokens.items()}
+        self._refusals = RefusalLog()
+        self._caps = CallCaps(settings.max_calls_per_client, settings.max_calls_per_host)
+        self.upload_limit = min(
+            settings.max_upload_bytes or settings.max_message_bytes, settings.max_message_bytes
+        )
+        """Largest upload frame read; a larger one is refused unread (or as it grows)."""
         self._cond = threading.Condition()
         self._round: _Round | None = None
         self._done = False
+        self._final = "done"
+        """What polling clients hear once the server stops: "done", or "retry" (not over)."""
         self._replies: queue.Queue[tuple[str, Message]] = queue.Queue()
         self._slots = threading.BoundedSemaphore(settings.max_inflight)
         # gRPC copies each chunk it sends: bound how many downloads run at once
@@ -111,8 +140,21 @@ class GrpcServerTransport:
         self._server: grpc.Server | None = None
         self._seen: set[str] = set()
         self.port: int | None = None
-        self.refused = 0
+        self.uploads_reading = 0
+        """Uploads holding a slot and being read right now (for tests and monitoring)."""
+
+    @property
+    def refused(self) -> int:
         """Calls refused for a bad identity or token (for tests and monitoring)."""
+        return self._refusals.total
+
+    def open_calls(self, cid: str) -> int:
+        """Calls of client ``cid`` being served right now (for tests and monitoring)."""
+        return self._caps.open_calls(cid)
+
+    def limit_uploads(self, max_bytes: int) -> None:
+        """Accept uploads of at most ``max_bytes`` (never above ``max_message_bytes``)."""
+        self.upload_limit = min(max_bytes, self.settings.max_message_bytes)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -125,6 +167,7 @@ class GrpcServerTransport:
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="fl-grpc"),
             options=server_options(s.chunk_bytes, s.keepalive),
             maximum_concurrent_rpcs=s.max_workers,  # beyond it: RESOURCE_EXHAUSTED, not a queue
+            interceptors=(TokenGate(self._tokens, self._refusals),),
         )
         handlers = {
             "Pull": grpc.unary_stream_rpc_method_handler(
@@ -156,10 +199,11 @@ class GrpcServerTransport:
         log.info("serving on %s:%d (%s)", host, port, "TLS" if s.tls else "plaintext")
         return port
 
-    def finish(self, linger_s: float) -> None:
-        """Tell polling clients the run is over, give them ``linger_s`` to hear it, stop."""
+    def finish(self, linger_s: float, status: str = "done") -> None:
+        """Tell polling clients ``status`` ("done": the run is over; "retry": the server is
+        stopping early, poll again), give them ``linger_s`` to hear it, stop."""
         with self._cond:
-            self._done = True
+            self._done, self._final = True, status
             self._cond.notify_all()
         if self._server is not None:
             time.sleep(linger_s)
@@ -245,16 +289,16 @@ class GrpcServerTransport:
     # -- RPC handlers --------------------------------------------------------------------
 
     def _authenticate(self, context: grpc.ServicerContext) -> str:
-        meta = {k: v for k, v in context.invocation_metadata()}
-        cid, token = str(meta.get(CLIENT_KEY, "")), str(meta.get(TOKEN_KEY, "")).encode()
-        expected = self._tokens.get(cid)
-        # compare even for unknown ids, so timing does not reveal which ids exist
-        ok = hmac.compare_digest(token, expected if expected is not None else b"\0" * 32)
-        if expected is None or not ok:
-            with self._cond:
-                self.refused += 1
-            log.warning("refused %s claiming client %r: bad token", context.peer(), cid[:64])
+        """The caller's client id. ``TokenGate`` let only valid tokens through; checking
+        again costs a microsecond and keeps a handler safe without the interceptor."""
+        cid, token = claimed_identity(context.invocation_metadata())
+        if not verify(self._tokens, cid, token):
+            self._refusals.refused(context.peer(), cid, "bad token")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown client or bad token")
+        version_problem = check_protocol(context.invocation_metadata() or ())
+        if version_problem is not None:
+            log.warning("refused client %s: %s", cid, version_problem)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, version_problem)
         with self._cond:
             if cid not in self._seen:
                 self._seen.add(cid)
@@ -263,6 +307,13 @@ class GrpcServerTransport:
 
     def _pull(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         cid = self._authenticate(context)
+        with self._caps.admit(cid, context.peer()) as refusal:
+            if refusal is not None:
+                log.warning("refused a poll: %s", refusal)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+            yield from self._serve_pull(cid, context)
+
+    def _serve_pull(self, cid: str, context: grpc.ServicerContext) -> Iterator[bytes]:
         with self._cond:
             self._cond.wait_for(
                 lambda: self._done or self._work_for(cid) is not None, timeout=self.settings.poll_s
@@ -270,7 +321,7 @@ class GrpcServerTransport:
             current, work, done = self._round, self._work_for(cid), self._done
             claimed = work is not None and self._claim(cid, "pull")
         if current is None or work is None or not claimed:
-            yield control("done" if done else "idle")  # nothing (or already sending): poll again
+            yield control(self._final if done else "idle")  # nothing (or sending): poll again
             return
         try:
             if not self._downloads.acquire(timeout=min(self.settings.poll_s, current.time_left())):
@@ -291,12 +342,27 @@ class GrpcServerTransport:
 
     def _push(self, chunks: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
         cid = self._authenticate(context)
+        with self._caps.admit(cid, context.peer()) as refusal:
+            if refusal is not None:
+                return _refuse(cid, refusal)
+            return self._serve_push(cid, chunks, context)
+
+    def _serve_push(
+        self, cid: str, chunks: Iterable[bytes], context: grpc.ServicerContext
+    ) -> bytes:
+        try:
+            size = _announced_size(context)
+        except UpdateRejected as why:
+            return _refuse(cid, str(why))
         with self._cond:  # refuse before reading anything: only an awaited answer is read
             current = self._round
             if current is None or cid not in current.expected:
                 return _refuse(cid, f"client {cid} was not asked for an update now")
             if not current.awaits(cid):
                 return _refuse(cid, f"client {cid} already answered round {current.number}")
+            if size is not None and size > self.upload_limit:
+                limit = self.upload_limit
+                return _refuse(cid, f"update of {size} bytes exceeds the limit of {limit} bytes")
             if not self._claim(cid, "push"):
                 return _refuse(cid, f"client {cid} is already uploading")
         handed_over = False
@@ -304,11 +370,7 @@ class GrpcServerTransport:
             if not self._slots.acquire(timeout=current.time_left()):
                 return _refuse(cid, "server busy until the round closed")
             try:
-                # a client that stalls mid-stream must not hold a slot past the round
-                with _cancel_after(current.time_left(), context):
-                    frame = join_chunks(chunks, self.settings.max_message_bytes)
-                message = decode_message(frame)
-                del frame
+                message = self._receive(cid, chunks, size, current, context)
                 self._hand_over(cid, message)
                 handed_over = True
                 return _answer(True)
@@ -319,6 +381,38 @@ class GrpcServerTransport:
                     self._slots.release()
         finally:
             self._release(cid, "push")
+
+    def _receive(
+        self,
+        cid: str,
+        chunks: Iterable[bytes],
+        size: int | None,
+        current: _Round,
+        context: grpc.ServicerContext,
+    ) -> Message:
+        """Read and decode one upload, cut if it stalls or outlives the round."""
+        s = self.settings
+        watchdog = UploadWatchdog(context.cancel, s.min_upload_rate, s.upload_grace_s)
+        with self._cond:
+            self.uploads_reading += 1
+            self._cond.notify_all()
+        try:
+            # a client that stalls mid-stream must not hold a slot past the round
+            with _cancel_after(current.time_left(), context), watchdog:
+                frame = join_chunks(chunks, self.upload_limit, size, watchdog.progress)
+        except (grpc.RpcError, UpdateRejected) as error:  # cancelled under us: say why
+            if watchdog.stalled is not None:
+                raise UpdateRejected(f"upload stalled: {watchdog.stalled}; cancelled") from None
+            if isinstance(error, UpdateRejected):
+                raise
+            raise UpdateRejected("upload cancelled: the round closed or the client left") from None
+        finally:
+            with self._cond:
+                self.uploads_reading -= 1
+                self._cond.notify_all()
+        if watchdog.stalled is not None:  # the cut stream may have ended as if complete
+            raise UpdateRejected(f"upload stalled: {watchdog.stalled}; cancelled")
+        return decode_message(frame)
 
     def _claim(self, cid: str, kind: str) -> bool:
         """Mark a transfer of ``cid`` under way (call holding ``_cond``); False if one is."""
@@ -345,6 +439,17 @@ class GrpcServerTransport:
                 raise UpdateRejected(f"client {cid} already answered round {current.number}")
             del current.mailbox[cid]
             self._replies.put((cid, message))
+
+
+def _announced_size(context: grpc.ServicerContext) -> int | None:
+    """The frame size a client announced in its metadata (older clients do not)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == SIZE_KEY:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            if not text.isdigit() or len(text) > 20:
+                raise UpdateRejected(f"{SIZE_KEY} must be a byte count, got {text[:24]!r}")
+            return int(text)
+    return None
 
 
 def _answer(accepted: bool, reason: str = "") -> bytes:

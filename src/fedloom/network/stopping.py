@@ -1,0 +1,60 @@
+"""Stopping ``fedloom server`` on SIGINT or SIGTERM: abandon the open round, keep the last
+checkpoint, tell the clients to retry.
+
+The first signal raises ``Interrupted`` in the main thread wherever it is (waiting for
+clients, waiting for updates, aggregating, writing a checkpoint). That is always safe:
+a checkpoint's state file is replaced atomically after its tensors are on disk, so the
+run directory holds the last completed round's checkpoint whatever was interrupted, and
+a restart on it resumes from there (exactly as after a SIGKILL). Later signals are
+ignored while the server tells its clients to retry and shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from fedloom.core.errors import FedloomError
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(FedloomError):
+    """The server was told to stop (SIGINT or SIGTERM) before the run was over."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by this signal (130, 143)."""
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block (in the main thread), the first SIGINT or SIGTERM raises
+    ``Interrupted``; the previous handlers come back on exit."""
+    raised = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        if raised:
+            log.warning("%s: already stopping", signal.Signals(signum).name)
+            return
+        raised = True
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
