@@ -76,7 +76,9 @@ def test_num_examples_must_be_an_int_in_range(value):
         check_update(reply(meta={"num_examples": value}), 2, "a", SPEC, CODEC)
 
 
-@pytest.mark.parametrize("value", [v for v in BAD_VALUES if v is not None and v not in (-1, 1.5)])
+@pytest.mark.parametrize(
+    "value", [*(v for v in BAD_VALUES if v is not None and v not in (-1, 1.5)), 1e308, -1e31]
+)
 def test_train_loss_must_be_a_finite_number(value):
     with pytest.raises(UpdateRejected, match="train_loss must be"):
         check_update(reply(meta={"num_examples": 5, "train_loss": value}), 2, "a", SPEC, CODEC)

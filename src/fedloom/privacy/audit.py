@@ -1,184 +1,231 @@
-"""An empirical lower bound on ε for the assembled central DP mechanism.
+"""An empirical lower bound on ε for central DP-FedAvg, measured on a real federation.
 
-Membership game with a canary client (Jagielski et al. 2020; Nasr et al. 2021): in each
-of ``trials`` independent runs of ``rounds`` DP-FedAvg aggregations, a coin decides
-whether the canary user is in the population. If in, it is Poisson-sampled each round
-with the run's rate and sends an update of norm 10·clip along a fixed direction u. The
-other users' updates are taken as known to the attacker and subtracted (the worst case
-the DP definition allows), so what remains is fedloom's own clipping, noise and
-sampling code. The attacker scores a run by Σ_r ⟨release_r, u⟩ and guesses "in" above
-a threshold chosen on the first half of the runs. On the second half, Clopper–Pearson
-upper bounds on the false positive and false negative rates (each at 1 − α/2) give,
-with confidence 1 − α, since any (ε, δ)-DP mechanism has FPR + e^ε·FNR ≥ 1 − δ:
+What is audited: the configured federation (its data, clients, sampler, codecs,
+transport, validation, ``DPSumAggregator`` and noise source) runs ``canaries`` rounds.
+Round r has a fresh canary client whose crafted update (norm 10·clip along a random
+direction u_r) is added to the round's participants by an independent fair coin
+b_r (``fedloom.privacy.canary``).
 
-    ε ≥ log((1 − δ − FNR⁺) / FPR⁺)   (and the same with the roles swapped).
+Threat model: a white-box auditor sees every round's release and knows the other
+participants' updates; it scores round r by s_r = ⟨qN·release_r − Σ others, u_r⟩ / clip
+(the canary's clipped share, 1, plus noise) and guesses b_r = 1 exactly when s_r > ½.
+Every round is guessed (no abstention).
 
-A lower bound above the accountant's ε means the implementation leaks more than it
-claims. ``broken`` switches off the noise or the clipping (positive controls).
+The claim tested: the guarantee the accountant composes, per round. Conditionally on
+everything released before, round r must be (ε(δ), δ)-DP for its canary for every δ,
+where ε(δ) is the accountant's ε of one Gaussian step with the configured noise
+multiplier at sample rate 1 (the canary is always sampled when in). Then any guess of
+b_r is right with probability at most p(δ) = (e^ε(δ) + δ) / (1 + e^ε(δ)) given the
+past, so the number W of right guesses in n rounds is stochastically dominated by
+Binomial(n, p) (the one-run argument of Steinke, Nasr and Jagielski 2023, "Privacy
+Auditing with One (1) Training Run", with independent rounds in place of their m
+simultaneous canaries, hence no m·δ term). The audit tests at the δ* of a fixed grid
+that makes p smallest (a function of the claim only, so the test stays sound).
+
+Bound: with p⁻ the one-sided Clopper–Pearson lower bound on the accuracy W / n at
+confidence 1 − α, ε ≥ log((p⁻ − δ*) / (1 − p⁻)) with confidence 1 − α. A correct
+mechanism is flagged with probability at most α. Sampling amplification and
+composition over rounds are the accountant's mathematics and are not audited.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from scipy.stats import beta
 
+from fedloom.client.client import Client
 from fedloom.config import FedConfig
 from fedloom.core.errors import ConfigError
 from fedloom.core.seeding import generator
-from fedloom.core.tensors import Tensors
 from fedloom.privacy.accountant import Accountant
-from fedloom.privacy.central import CentralDPStrategy, CentralMechanism, DPSumAggregator
-from fedloom.privacy.noise import SeededNoise
+from fedloom.privacy.canary import (
+    CanaryRecorder,
+    CanarySampler,
+    CanaryTrainer,
+    ScaledNoise,
+    canary_id,
+)
+from fedloom.privacy.central import CentralDPStrategy
+from fedloom.privacy.config import AccountantName
+from fedloom.server import Server
 
-Broken = Literal["none", "no_noise", "no_clip"]
-CANARY_NORM = 10.0
-"""Canary update norm, in units of the clip: clipping has something to do."""
+if TYPE_CHECKING:
+    from fedloom.experiment import Experiment
+
+Broken = Literal["none", "half_noise", "no_noise", "no_clip"]
+BROKEN: tuple[Broken, ...] = ("none", "half_noise", "no_noise", "no_clip")
+NOISE_FACTOR: dict[Broken, float] = {
+    "none": 1.0,
+    "half_noise": 0.5,
+    "no_noise": 0.0,
+    "no_clip": 1.0,
+}
+"""Positive controls: the noise scaled down, or (``no_clip``) the server not clipping."""
+GUESS_THRESHOLD = 0.5
+"""Guess "in" when the score exceeds half the clipped canary's share."""
+DELTA_GRID_SIZE = 60
+
+
+def max_accuracy(epsilon: float, delta: float) -> float:
+    """The highest probability with which anyone can guess a fair coin from an
+    (ε, δ)-DP release: (e^ε + δ) / (1 + e^ε)."""
+    if math.isinf(epsilon):
+        return 1.0
+    return min(1.0, (math.exp(epsilon) + delta) / (1 + math.exp(epsilon)))
+
+
+def accuracy_lower(correct: int, guesses: int, alpha: float) -> float:
+    """One-sided Clopper–Pearson lower bound on the accuracy ``correct / guesses``:
+    the p at which P[Binomial(guesses, p) ≥ correct] = alpha."""
+    if not 0 <= correct <= guesses or guesses < 1:
+        raise ValueError(f"need 0 <= correct <= guesses and guesses >= 1: {correct}/{guesses}")
+    return 0.0 if correct == 0 else float(beta.ppf(alpha, correct, guesses - correct + 1))
+
+
+def epsilon_lower(correct: int, guesses: int, delta: float, alpha: float) -> float:
+    """ε that no (ε, δ)-DP round can have, with confidence 1 − alpha: the largest ε
+    with max_accuracy(ε, δ) below the accuracy's lower bound (0 if none)."""
+    p = accuracy_lower(correct, guesses, alpha)
+    if p <= (1 + delta) / 2:
+        return 0.0
+    return math.log((p - delta) / (1 - p)) if p < 1 else math.inf
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The accountant's per-round guarantee at the δ where it is easiest to test."""
+
+    delta: float
+    epsilon: float
+    max_accuracy: float
+
+
+@lru_cache(maxsize=64)
+def per_round_claim(kind: AccountantName, noise_multiplier: float, delta: float) -> Claim:
+    """The accountant's ε(δ) for one Gaussian step at rate 1 with ``noise_multiplier``,
+    at the δ in [``delta``, ½] (log grid) that bounds a guess's accuracy the most."""
+    if noise_multiplier == 0:
+        return Claim(delta, math.inf, 1.0)
+    acc = Accountant(kind)
+    acc.step(noise_multiplier, 1.0)
+    best = Claim(delta, math.inf, 1.0)
+    for d in np.geomspace(delta, 0.5, DELTA_GRID_SIZE):
+        eps = max(0.0, acc.epsilon(float(d)))  # PRV is numerical: tiny negatives at large δ
+        claim = Claim(float(d), eps, max_accuracy(eps, float(d)))
+        if claim.max_accuracy < best.max_accuracy:
+            best = claim
+    return best
 
 
 @dataclass(frozen=True)
 class AuditResult:
     epsilon_lower: float
-    epsilon_upper: float
+    """Empirical lower bound on the per-round ε at ``delta`` (confidence ``confidence``)."""
+    epsilon_claimed: float
+    """The accountant's per-round ε at ``delta`` (one step, sample rate 1)."""
+    delta: float
     confidence: float
-    trials: int
-    fpr: float
-    fnr: float
+    canaries: int
+    correct: int
+    accuracy_lower: float
+    max_accuracy: float
+    run_epsilon: float
+    """The accountant's ε for the whole configured run at ``run_delta`` (for reference)."""
+    run_delta: float
     broken: Broken
 
     @property
     def violation(self) -> bool:
-        return self.epsilon_lower > self.epsilon_upper
+        """The canaries were guessed better than any mechanism meeting the claim allows."""
+        return self.accuracy_lower > self.max_accuracy
 
 
-class _Silent(SeededNoise):
-    def normal(
-        self, shape: torch.Size, std: float, dtype: torch.dtype, *keys: object
-    ) -> torch.Tensor:
-        return torch.zeros(shape, dtype=dtype)
-
-
-def _canary(template: Tensors, clip: float, seed: int) -> Tensors:
-    gen = generator(seed, "audit-canary")
-    raw = {n: torch.randn(t.shape, generator=gen, dtype=torch.float64) for n, t in template.items()}
-    norm = math.sqrt(sum(float(t.pow(2).sum()) for t in raw.values()))
-    return {n: (t * (CANARY_NORM * clip / norm)).to(template[n].dtype) for n, t in raw.items()}
-
-
-def _score(
-    mech: CentralMechanism,
-    template: Tensors,
-    canary: Tensors,
-    trial: int,
-    rounds: int,
-    member: bool,
+def run_canaries(
+    experiment: Experiment,
+    strategy: CentralDPStrategy,
+    coins: list[bool],
     broken: Broken,
     seed: int,
-) -> float:
-    draws = torch.rand(rounds, generator=generator(seed, "audit-sample", trial))
-    score = 0.0
-    for r in range(rounds):
-        agg = DPSumAggregator(mech, trial * rounds + r + 1, template)  # fresh noise per run
-        if broken == "no_clip":
-            agg.clip = math.inf
-        if member and float(draws[r]) < mech.sample_rate:
-            agg.add("canary", canary, {"num_examples": 1})
-        released = agg.result()
-        score += sum(float((released[n].double() * canary[n].double()).sum()) for n in canary)
-    return score
-
-
-def _upper(errors: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """Clopper–Pearson upper bounds on rates ``errors / n`` at confidence 1 − alpha."""
-    errors = np.asarray(errors)
-    bound = beta.ppf(1 - alpha, errors + 1, np.maximum(n - errors, 1))
-    return np.where(errors >= n, 1.0, bound)
-
-
-def _epsilons(
-    scores: np.ndarray, members: np.ndarray, thresholds: np.ndarray, delta: float, alpha: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ε lower bound for guessing "in" at ``score >= t``, for each threshold t."""
-    guess = scores[None, :] >= thresholds[:, None]
-    neg, pos = int((~members).sum()), int(members.sum())
-    fp, fn = (guess & ~members).sum(axis=1), (~guess & members).sum(axis=1)
-    fpr, fnr = _upper(fp, neg, alpha / 2), _upper(fn, pos, alpha / 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        both = np.maximum(np.log((1 - delta - fnr) / fpr), np.log((1 - delta - fpr) / fnr))
-    return np.nan_to_num(np.maximum(both, 0.0), nan=0.0), fp / max(neg, 1), fn / max(pos, 1)
-
-
-def _lower_bound(
-    scores: np.ndarray, members: np.ndarray, delta: float, alpha: float
-) -> tuple[float, float, float]:
-    """Pick the threshold on the first half of the runs, bound ε on the second half
-    (choosing and testing on the same runs would overstate the bound)."""
-    half = len(scores) // 2
-    candidates = np.unique(scores[:half])
-    picked, _, _ = _epsilons(scores[:half], members[:half], candidates, delta, alpha)
-    threshold = candidates[[int(np.argmax(picked))]]
-    eps, fpr, fnr = _epsilons(scores[half:], members[half:], threshold, delta, alpha)
-    return float(eps[0]), float(fpr[0]), float(fnr[0])
-
-
-def audit_central(
-    mech: CentralMechanism,
-    template: Tensors,
-    rounds: int,
-    delta: float,
-    *,
-    trials: int = 1000,
-    confidence: float = 0.95,
-    broken: Broken = "none",
-    seed: int = 0,
-) -> AuditResult:
-    """Run the membership game on ``mech`` (it is not changed, except its accountant)."""
-    if mech.adaptive is not None:
-        raise ConfigError(["fedloom audit: turn privacy.adaptive_clip off to audit"])
-    if trials < 20:
-        raise ConfigError([f"fedloom audit: trials must be >= 20, got {trials}"])
-    upper = Accountant(mech.accountant.kind)
-    upper.step(mech.noise_multiplier, mech.sample_rate, rounds)
-    if broken == "no_noise":
-        mech = replace(mech, noise=_Silent(seed, "silent"))
-    canary = _canary(template, mech.clip, seed)
-    members = torch.rand(trials, generator=generator(seed, "audit-members")).numpy() < 0.5
-    scores = np.array(
-        [
-            _score(mech, template, canary, t, rounds, bool(members[t]), broken, seed)
-            for t in range(trials)
-        ]
+) -> list[float]:
+    """Run ``len(coins)`` rounds of ``experiment``'s federation with a canary per round
+    (in when its coin is True); the auditor's score of each round."""
+    parts, real = experiment.parts, experiment.clients
+    mech = strategy.mech
+    if NOISE_FACTOR[broken] != 1.0:
+        mech.noise = ScaledNoise(mech.noise, NOISE_FACTOR[broken])
+    trainer = CanaryTrainer(parts.trainer.config, mech.clip, seed)
+    workspace, data = copy.deepcopy(parts.model), next(iter(real.values())).data
+    canaries = {
+        canary_id(r): Client(
+            canary_id(r), data, workspace, trainer, seed=seed, down=parts.down, up=parts.up
+        )
+        for r in range(1, len(coins) + 1)
+    }
+    recorder = CanaryRecorder(strategy, seed, server_clip=broken != "no_clip")
+    handlers = {cid: c.handle for cid, c in {**real, **canaries}.items()}
+    server = Server(
+        global_state=experiment.server.global_state,
+        client_ids=[*real, *canaries],
+        strategy=recorder,
+        sampler=CanarySampler(experiment.server.sampler, len(real), coins),
+        transport=parts.transport(handlers),
+        down=parts.down,
+        up=parts.up,
+        weighting=experiment.server.weighting,
     )
-    eps, fpr, fnr = _lower_bound(scores, members, delta, 1 - confidence)
-    return AuditResult(eps, upper.epsilon(delta), confidence, trials, fpr, fnr, broken)
+    server.run(len(coins))
+    return [recorder.scores[r] for r in range(1, len(coins) + 1)]
 
 
 def audit_config(
-    config: FedConfig, *, trials: int = 1000, confidence: float = 0.95, broken: Broken = "none"
+    config: FedConfig,
+    *,
+    canaries: int = 200,
+    confidence: float = 0.95,
+    broken: Broken = "none",
 ) -> AuditResult:
-    """Assemble the federation ``config`` describes (nothing is trained or written) and
-    audit its central DP mechanism over ``config.rounds`` rounds."""
-    if config.privacy.mode != "central":
-        raise ConfigError(
-            [f"fedloom audit needs privacy.mode=central (got {config.privacy.mode!r})"]
-        )
+    """Assemble the federation ``config`` describes and audit its central DP mechanism
+    with ``canaries`` rounds, one canary each (nothing is written to disk)."""
+    cfg = config.privacy
+    if cfg.mode != "central":
+        raise ConfigError([f"fedloom audit needs privacy.mode=central (got {cfg.mode!r})"])
+    if cfg.adaptive_clip:
+        raise ConfigError(["fedloom audit: turn privacy.adaptive_clip off to audit"])
+    if canaries < 20:
+        raise ConfigError([f"fedloom audit: canaries must be >= 20, got {canaries}"])
+    if broken not in BROKEN:
+        raise ConfigError([f"fedloom audit: broken must be one of {', '.join(BROKEN)}"])
     from fedloom.experiment import Experiment  # the audit sits above assembly
 
     experiment = Experiment(config.model_copy(update={"output_dir": "/nonexistent-audit"}))
     strategy = experiment.parts.strategy
     if not isinstance(strategy, CentralDPStrategy):  # assembly time, not the round loop
         raise ConfigError(["fedloom audit: another feature replaced the DP strategy"])
-    return audit_central(
-        strategy.mech,
-        strategy.template,
-        config.rounds,
-        config.privacy.delta,
-        trials=trials,
+    mech = strategy.mech
+    run = Accountant(mech.accountant.kind)
+    run.step(mech.noise_multiplier, mech.sample_rate, config.rounds)
+    claim = per_round_claim(mech.accountant.kind, mech.noise_multiplier, cfg.delta)
+    coins = (torch.rand(canaries, generator=generator(config.seed, "audit-coins")) < 0.5).tolist()
+    scores = run_canaries(experiment, strategy, coins, broken, config.seed)
+    correct = sum((s > GUESS_THRESHOLD) == b for s, b in zip(scores, coins, strict=True))
+    alpha = 1 - confidence
+    return AuditResult(
+        epsilon_lower=epsilon_lower(correct, canaries, claim.delta, alpha),
+        epsilon_claimed=claim.epsilon,
+        delta=claim.delta,
         confidence=confidence,
+        canaries=canaries,
+        correct=correct,
+        accuracy_lower=accuracy_lower(correct, canaries, alpha),
+        max_accuracy=claim.max_accuracy,
+        run_epsilon=run.epsilon(cfg.delta),
+        run_delta=cfg.delta,
         broken=broken,
-        seed=config.seed,
     )

@@ -2,12 +2,15 @@
 Language Models", ICLR 2018) as a strategy wrapper around any server optimizer.
 
 Per round: each arriving update (all trainable tensors together) is clipped to L2 norm
-C; the clipped updates are summed with weight 1 each (uniform weighting: a sample-count
-weight would let one client's influence, hence the sensitivity, grow without bound);
-``N(0, (z·C)²)`` is added to every coordinate of the sum; the result is divided by the
-*expected* number of clients ``q·N``, a constant, so the sensitivity of the average is
-exactly ``C / (qN)``. The release is reported to the accountant as one step of the
-sampled Gaussian mechanism with ``(z, q)``. A round in which no update arrived still
+C and mapped to integers on a grid of step γ (``fedloom.privacy.grid``: nearest rounding,
+L2 norm at most C/γ + √d/2); the integer vectors are summed in int64 with weight 1 each
+(uniform weighting: a sample-count weight would let one client's influence, hence the
+sensitivity, grow without bound); integer discrete Gaussian noise N_Z(0, (z·Δ/γ)²), with
+Δ = C + γ√d/2 the inflated sensitivity, is added to every coordinate; the result is
+mapped back to floats (times γ) and divided by the *expected* number of clients ``q·N``,
+a constant. The release is reported to the accountant as one step of the sampled
+Gaussian mechanism with ``(z, q)``, z = σ/Δ (docs/privacy.md: why that bound holds for
+the discrete Gaussian). A round in which no update arrived still
 releases noise and is accounted: skipping it would reveal that nobody was sampled.
 
 Clients clip too, before their update is compressed (``client_clip_hook``): the codec and
@@ -30,6 +33,14 @@ from fedloom.core.tensors import Tensors
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.adaptive import AdaptiveClip, update_noise_multiplier
 from fedloom.privacy.clipping import clip_update
+from fedloom.privacy.grid import (
+    check_range,
+    from_grid,
+    grid_step,
+    magnitude,
+    rounding_slack,
+    to_grid,
+)
 from fedloom.privacy.noise import NoiseSource
 from fedloom.server.strategy import Aggregator, Strategy
 
@@ -65,6 +76,8 @@ class CentralMechanism:
     accountant: Accountant
     noise: NoiseSource
     adaptive: AdaptiveClip | None = None
+    granularity: float | None = None
+    """γ, the grid step (``privacy.granularity``); None: ``grid_step``'s default per round."""
     update_multiplier: float = field(init=False)
     """z_Δ: the multiplier of the noise on the update sum (z without adaptive clipping)."""
 
@@ -75,6 +88,11 @@ class CentralMechanism:
             if self.adaptive is None
             else update_noise_multiplier(self.noise_multiplier, self.adaptive.count_std)
         )
+        self.grid_step(self.clip, 1)  # an explicit granularity too coarse fails here
+
+    def grid_step(self, clip: float, dim: int) -> float:
+        """γ for this round's clip and the model's ``dim`` coordinates."""
+        return grid_step(clip, dim, self.update_multiplier * clip, self.granularity)
 
     @property
     def current_clip(self) -> float:
@@ -91,8 +109,8 @@ class CentralMechanism:
 
 
 class DPSumAggregator:
-    """Clip each update, sum uniformly; ``result()`` noises the sum, divides by qN and
-    accounts the release."""
+    """Clip each update, map it to the integer grid and sum uniformly; ``result()`` adds
+    discrete Gaussian noise to the sum, maps it back, divides by qN and accounts it."""
 
     def __init__(self, mech: CentralMechanism, rnd: int, template: Mapping[str, Tensor]) -> None:
         self.mech = mech
@@ -100,37 +118,56 @@ class DPSumAggregator:
         self.clip = mech.current_clip
         """Clipping bound; the noise is calibrated to ``mech.current_clip`` at creation."""
         self.noise_clip = self.clip
-        self.total: Tensors = {n: torch.zeros_like(t) for n, t in template.items()}
+        self.dim = sum(t.numel() for t in template.values())
+        self.step = mech.grid_step(self.clip, self.dim)
+        """γ: one grid unit, in the update's units."""
+        self.dtypes = {n: t.dtype for n, t in template.items()}
+        self.total: Tensors = {n: torch.zeros(t.shape, dtype=torch.int64) for n, t in template.items()}
         self.unclipped = 0
         self._count = 0
+        self._magnitude = 0
 
     @property
     def count(self) -> int:
         return self._count
 
+    @property
+    def sensitivity(self) -> float:
+        """Δ: the clip plus the grid's worst-case rounding, C + γ√d/2."""
+        return self.noise_clip + rounding_slack(self.step, self.dim)
+
+    @property
+    def noise_scale(self) -> float:
+        """The discrete Gaussian's scale in grid units: z_Δ·Δ/γ."""
+        return self.mech.update_multiplier * self.sensitivity / self.step
+
     def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         clipped, norm = clip_update(update, self.clip)
-        for name, t in clipped.items():
-            self.total[name].add_(t)
+        ints = to_grid(clipped, self.clip, self.step)
+        self._magnitude += magnitude(ints)
+        check_range(self._magnitude, self.noise_scale)
+        for name, k in ints.items():
+            self.total[name].add_(k)
         within = meta.get(WITHIN_CLIP)  # the client's own bit, measured before compression
         self.unclipped += int(within if isinstance(within, bool) else norm <= self.clip)
         self._count += 1
 
     def result(self) -> Tensors:
         mech = self.mech
-        std = mech.update_multiplier * self.noise_clip
-        out = {
-            name: (t + mech.noise.normal(t.shape, std, t.dtype, self.round, name))
-            / mech.expected_clients
-            for name, t in self.total.items()
+        scale = self.noise_scale
+        noised = {
+            name: k + mech.noise.discrete_gaussian(k.shape, scale, self.round, name)
+            for name, k in self.total.items()
         }
+        out = from_grid(noised, self.step, mech.expected_clients, self.dtypes)
         if mech.adaptive is not None:
-            count_noise = mech.noise.normal(
-                torch.Size([]), mech.adaptive.count_std, torch.float64, self.round, "count"
+            # each client's b − ½ has sensitivity ½: twice the sum, 2·unclipped − count, is an
+            # integer of sensitivity 1, noised on the integers with scale 2σ_b
+            doubled = 2 * self.unclipped - self._count
+            count_noise = mech.noise.discrete_gaussian(
+                torch.Size([]), 2 * mech.adaptive.count_std, self.round, "count"
             )
-            # each client's b − ½: sensitivity ½, whatever the number of participants
-            centered = self.unclipped - self._count / 2
-            mech.adaptive.step(centered + float(count_noise), mech.expected_clients)
+            mech.adaptive.step((doubled + int(count_noise)) / 2, mech.expected_clients)
         mech.accountant.step(mech.noise_multiplier, mech.sample_rate)
         return out
 

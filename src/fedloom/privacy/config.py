@@ -31,10 +31,15 @@ class PrivacyConfig(BaseModel):
     accountant: AccountantName = "prv"
     """Opacus accountant: ``prv`` (numerical PRV, tighter; default, as in Opacus; falls back
     to RDP where its analysis fails) or ``rdp`` (Rényi DP)."""
+    granularity: float | None = Field(None, gt=0)
+    """``central``, ``local``: the step γ of the integer grid on which updates are summed
+    and noised. Unset: the largest power of two with γ·√d/2 ≤ clip/100 (rounding inflates
+    the sensitivity by at most 1%) and noise std ≥ 1024·γ."""
     secure_rng: bool = False
     """Draw every privacy-relevant random choice (client sampling, DP-SGD batches, noise)
     from the OS's cryptographically secure source: the deployment setting, not
-    reproducible. Off, the draws follow ``seed``: for research only."""
+    reproducible; central and local DP's noise then comes from OpenDP's exact discrete
+    Gaussian sampler. Off, the draws follow ``seed``: for research only."""
     release_client_info: bool = False
     """Write client ids and per-client statistics (participants, partition table) to the
     run directory even in a DP run; they are outside ε, so off by default."""
@@ -62,6 +67,8 @@ class PrivacyConfig(BaseModel):
                 f"privacy.mode={self.mode} needs exactly one of privacy.noise_multiplier "
                 "or privacy.target_epsilon"
             )
+        if self.granularity is not None and self.mode not in ("central", "local"):
+            raise ValueError("privacy.granularity is only used by privacy.mode=central or local")
         if self.adaptive_clip and self.mode != "central":
             raise ValueError("privacy.adaptive_clip is only available with privacy.mode=central")
         return self

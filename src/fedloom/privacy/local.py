@@ -2,9 +2,11 @@
 
 Neighbouring relation: two runs differ in *everything one client holds* (its whole
 local data set, hence its whole update), and the server is not trusted. Any two
-clipped updates lie in the ball of radius C, so the L2 sensitivity of one release is
-``2C``; the client adds ``N(0, (z·2C)²)`` per coordinate, a Gaussian mechanism with
-multiplier z. The server sees every release of a client in full, so there is no
+clipped updates lie in the ball of radius C; on the grid of step γ (``fedloom.privacy.
+grid``) each is rounded to integers within √d/2 of it, so the L2 sensitivity of one
+release is Δ = 2C + γ√d (in grid units Δ/γ); the client adds integer discrete Gaussian
+noise N_Z(0, (z·Δ/γ)²) per coordinate and sends the noised integers times γ: a
+discrete Gaussian mechanism with multiplier z. The server sees every release of a client in full, so there is no
 amplification by sampling: a client that took part in k rounds has spent the ε of k
 Gaussian releases (Opacus' accountant with sample rate 1).
 """
@@ -18,6 +20,14 @@ from fedloom.core.tensors import Tensors
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.clipping import clip_update
 from fedloom.privacy.config import AccountantName
+from fedloom.privacy.grid import (
+    check_range,
+    from_grid,
+    grid_step,
+    magnitude,
+    rounding_slack,
+    to_grid,
+)
 from fedloom.privacy.noise import NoiseSource, SecureNoise
 
 
@@ -62,25 +72,36 @@ class ParticipationLedger:
 
 
 def local_dp_hook(
-    clip: float, noise_multiplier: float, noise: NoiseSource | None, ledger: ParticipationLedger
+    clip: float,
+    noise_multiplier: float,
+    noise: NoiseSource | None,
+    ledger: ParticipationLedger,
+    granularity: float | None = None,
 ) -> UpdateHook:
-    """Clip the whole update to ``clip`` and add ``N(0, (z·2·clip)²)`` to each coordinate.
+    """Clip the whole update to ``clip``, round it onto the grid and add discrete Gaussian
+    noise of std ``z·(2·clip + γ√d)`` (in the update's units) to each coordinate.
 
-    ``noise`` None: each client draws from its own secure source (the OS's CSPRNG, read
-    on the client), which neither the server nor another run can recompute."""
-    std = noise_multiplier * 2 * clip
+    ``noise`` None: each client draws from its own secure source (OpenDP's sampler over
+    the OS's randomness, on the client), which neither the server nor another run can
+    recompute."""
     own: dict[str, NoiseSource] = {}
 
     def hook(update: Tensors, ctx: FitContext) -> Tensors:
         source = noise if noise is not None else own.setdefault(ctx.client_id, SecureNoise())
         clipped, _ = clip_update(update, clip)
+        dim = sum(t.numel() for t in clipped.values())
+        step = grid_step(clip, dim, noise_multiplier * 2 * clip, granularity)
+        scale = noise_multiplier * (2 * clip + 2 * rounding_slack(step, dim)) / step
+        ints = to_grid(clipped, clip, step)
+        check_range(magnitude(ints), scale)
         ledger.record(ctx.client_id)
         # the server is not trusted: the local data's size and loss stay on the device
         # (the server then weights every client equally)
         ctx.meta.update(num_examples=1, train_loss=0.0)
-        return {
-            name: t + source.normal(t.shape, std, t.dtype, ctx.round, ctx.client_id, name)
-            for name, t in clipped.items()
+        noised = {
+            name: k + source.discrete_gaussian(k.shape, scale, ctx.round, ctx.client_id, name)
+            for name, k in ints.items()
         }
+        return from_grid(noised, step, 1.0, {name: t.dtype for name, t in clipped.items()})
 
     return hook

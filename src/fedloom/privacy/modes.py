@@ -9,6 +9,7 @@ from fedloom.privacy.adaptive import AdaptiveClip
 from fedloom.privacy.budget import budget_guard, report
 from fedloom.privacy.central import CentralDPStrategy, CentralMechanism, client_clip_hook
 from fedloom.privacy.config import PrivacyConfig
+from fedloom.privacy.discrete import require_opendp
 from fedloom.privacy.local import ParticipationLedger, local_dp_hook
 from fedloom.privacy.noise import noise_source
 from fedloom.privacy.sampler import PoissonSampler
@@ -43,6 +44,8 @@ def _check_central(parts: Parts) -> None:
 def build_central(parts: Parts) -> None:
     _check_central(parts)
     cfg, fed = parts.config.privacy, parts.config
+    if cfg.secure_rng:
+        require_opendp("privacy.secure_rng")
     rate = fed.clients.per_round / fed.clients.num
     sampler = PoissonSampler(fed.clients.num, rate, fed.seed, secure=cfg.secure_rng)
     expected = sampler.expected_per_round
@@ -59,6 +62,7 @@ def build_central(parts: Parts) -> None:
         accountant=Accountant(cfg.accountant),
         noise=noise_source(cfg.secure_rng, fed.seed, "dp-central"),
         adaptive=adaptive,
+        granularity=cfg.granularity,
     )
     parts.sampler = sampler
     parts.strategy = CentralDPStrategy(parts.strategy, mech)
@@ -98,11 +102,13 @@ def refuse_over_network(parts: Parts) -> None:
 def build_local(parts: Parts) -> None:
     refuse_over_network(parts)
     cfg, fed = parts.config.privacy, parts.config
+    if cfg.secure_rng:
+        require_opendp("privacy.secure_rng")
     z = noise_multiplier_for(cfg, 1.0, fed.rounds)  # worst case: a client in every round
     ledger = ParticipationLedger(z, cfg.accountant)
     # secure: every client draws from its own OS CSPRNG (None), nothing the server can redo
     noise = None if cfg.secure_rng else noise_source(False, fed.seed, "dp-local")
-    parts.client_hooks.append(local_dp_hook(cfg.clip, z, noise, ledger))
+    parts.client_hooks.append(local_dp_hook(cfg.clip, z, noise, ledger, cfg.granularity))
     parts.stateful["privacy"] = ledger
     report(
         parts,

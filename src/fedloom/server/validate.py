@@ -23,6 +23,9 @@ from fedloom.transport.wire import frame_size
 
 MAX_EXAMPLES = 10**9
 """Largest ``num_examples`` a reply may claim (a billion examples on one client)."""
+MAX_ABS_LOSS = 1e30
+"""Largest ``|train_loss|`` accepted: the round's loss sum (loss x examples, over every
+client) then stays finite, so metrics.jsonl never holds ``Infinity``."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,14 @@ def check_real(
 
 
 def check_meta(meta: Mapping[str, Any]) -> ReplyMeta:
-    """``num_examples`` in [1, ``MAX_EXAMPLES``]; ``train_loss`` absent or a finite number."""
+    """``num_examples`` in [1, ``MAX_EXAMPLES``]; ``train_loss`` absent or a number of
+    magnitude at most ``MAX_ABS_LOSS``."""
     if not isinstance(meta, Mapping):
         raise UpdateRejected(f"reply meta must be an object, got {type(meta).__name__}")
     n = check_int(meta, "num_examples", 1, MAX_EXAMPLES)
-    loss = check_real(meta, "train_loss") if meta.get("train_loss") is not None else None
+    loss = meta.get("train_loss")
+    if loss is not None:
+        loss = check_real(meta, "train_loss", -MAX_ABS_LOSS, MAX_ABS_LOSS)
     return ReplyMeta(n, loss)
 
 

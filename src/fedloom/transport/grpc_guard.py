@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from fedloom.transport.grpc_common import CLIENT_KEY, TOKEN_KEY
+from fedloom.transport.grpc_common import CLIENT_KEY, TOKEN_KEY, check_protocol
 
 log = logging.getLogger("fedloom.transport.grpc_server")
 
@@ -94,12 +94,14 @@ class RefusalLog:
 
 
 class TokenGate(grpc.ServerInterceptor):
-    """Lets a call reach its handler only when its client id and token match."""
+    """Lets a call reach its handler only when its client id and token match and it speaks
+    a protocol version this server supports."""
 
     def __init__(self, tokens: Mapping[str, bytes], refusals: RefusalLog) -> None:
         self._tokens = tokens
         self._refusals = refusals
         self._refuse = grpc.stream_stream_rpc_method_handler(self._abort)
+        self._refuse_version = grpc.stream_stream_rpc_method_handler(self._abort_version)
 
     def intercept_service(
         self,
@@ -110,12 +112,21 @@ class TokenGate(grpc.ServerInterceptor):
         if not verify(self._tokens, cid, token):
             # request-streaming, so gRPC hands over an iterator instead of reading a body
             return self._refuse
+        if check_protocol(details.invocation_metadata or ()) is not None:
+            return self._refuse_version
         return continuation(details)  # None for an unknown method: UNIMPLEMENTED at once
 
     def _abort(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> NoReturn:
         cid, _ = claimed_identity(context.invocation_metadata())
         self._refusals.refused(context.peer(), cid, "bad token")
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown client or bad token")
+        raise AssertionError("unreachable: abort raises")
+
+    def _abort_version(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> NoReturn:
+        cid, _ = claimed_identity(context.invocation_metadata())
+        why = check_protocol(context.invocation_metadata() or ()) or "unsupported protocol"
+        self._refusals.refused(context.peer(), cid, why)
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
         raise AssertionError("unreachable: abort raises")
 
 

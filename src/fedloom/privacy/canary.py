@@ -1,0 +1,198 @@
+"""Canary clients for the privacy audit, inserted into a real federation.
+
+Round r has its own canary client ``canary-r``. A fair coin decides whether it takes part
+in round r (always sampled when in, never otherwise); when in, it sends a crafted update
+of norm ``CANARY_NORM · clip`` along its own random direction u_r, through the same
+client code, codec, transport, validation and DP aggregator as every other client. It
+runs none of the honest clients' update hooks (their client-side clipping among them):
+a DP guarantee must hold whatever a user sends, so only the server's code is trusted.
+
+A white-box auditor then sees each round's release (the aggregate handed to the server
+optimizer) and knows the other participants' updates: ``CanaryRecorder`` wraps the DP
+strategy, clips and sums the other updates exactly as the aggregator does, and keeps
+``⟨qN · release − Σ others, u_r⟩ / clip``, which is the canary's share plus the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from fedloom.client.client import load_into
+from fedloom.client.context import FitContext, TrainResult
+from fedloom.client.trainer import LocalTrainer, TrainConfig
+from fedloom.core.seeding import generator
+from fedloom.core.tensors import Tensors
+from fedloom.data.base import TensorData
+from fedloom.privacy.central import CentralDPStrategy, DPSumAggregator
+from fedloom.privacy.clipping import clip_update
+from fedloom.privacy.noise import NoiseSource
+from fedloom.server.sampler import Sampler
+from fedloom.server.strategy import Aggregator, Strategy
+
+CANARY_NORM = 10.0
+"""Canary update norm in units of the clip: the server's clipping has work to do."""
+CANARY_PREFIX = "canary-"
+
+
+def canary_id(rnd: int) -> str:
+    return f"{CANARY_PREFIX}{rnd}"
+
+
+def canary_direction(template: Mapping[str, Tensor], seed: int, rnd: int) -> Tensors:
+    """Round ``rnd``'s canary direction: uniform on the unit sphere, float64."""
+    gen = generator(seed, "audit-canary", rnd)
+    # by name: the client's decoded weights and the server's template differ in order
+    raw = {
+        n: torch.randn(template[n].shape, generator=gen, dtype=torch.float64)
+        for n in sorted(template)
+    }
+    norm = math.sqrt(sum(float(t.pow(2).sum()) for t in raw.values()))
+    return {n: t / norm for n, t in raw.items()}
+
+
+def project(tensors: Mapping[str, Tensor], direction: Mapping[str, Tensor]) -> float:
+    return sum(float((tensors[n].double() * u).sum()) for n, u in direction.items())
+
+
+class CanaryTrainer(LocalTrainer):
+    """Trains nothing: moves the model to ``global + CANARY_NORM · clip · u_round``."""
+
+    def __init__(self, config: TrainConfig, clip: float, seed: int) -> None:
+        super().__init__(config)
+        self.clip, self.seed = clip, seed
+
+    def train(
+        self,
+        model: nn.Module,
+        data: TensorData,
+        gen: torch.Generator,
+        ctx: FitContext | None = None,
+    ) -> TrainResult:
+        if ctx is None:
+            raise ValueError("a canary needs its fit context (round and global weights)")
+        u = canary_direction(ctx.global_state, self.seed, ctx.round)
+        scale = CANARY_NORM * self.clip
+        load_into(
+            model,
+            {n: (g.double() + scale * u[n]).to(g.dtype) for n, g in ctx.global_state.items()},
+        )
+        return TrainResult(num_examples=1, loss=0.0, steps=1)
+
+
+class CanarySampler:
+    """The run's sampler, plus round r's canary (index ``first + r − 1``) when its coin
+    says it is in."""
+
+    def __init__(self, inner: Sampler, first: int, coins: Sequence[bool]) -> None:
+        self.inner, self.first, self.coins = inner, first, list(coins)
+
+    @property
+    def expected_per_round(self) -> float:
+        return self.inner.expected_per_round
+
+    def sample(self, rnd: int) -> list[int]:
+        chosen = list(self.inner.sample(rnd))
+        return [*chosen, self.first + rnd - 1] if self.coins[rnd - 1] else chosen
+
+
+class ScaledNoise:
+    """A noise source whose standard deviation is ``factor`` times the one asked for:
+    the half-noise (0.5) and no-noise (0) positive controls."""
+
+    def __init__(self, inner: NoiseSource, factor: float) -> None:
+        self.inner, self.factor = inner, factor
+
+    def normal(
+        self, shape: torch.Size, std: float, dtype: torch.dtype, *keys: object
+    ) -> torch.Tensor:
+        if self.factor == 0:
+            return torch.zeros(shape, dtype=dtype)
+        return self.inner.normal(shape, std * self.factor, dtype, *keys)
+
+
+class _Recorder:
+    """Feeds the DP aggregator; meanwhile sums the non-canary updates as it clips them
+    and, on release, records the canary score of the round."""
+
+    def __init__(self, inner: DPSumAggregator, owner: CanaryRecorder) -> None:
+        self.inner, self.owner = inner, owner
+        template = owner.inner.template
+        self.others = {n: torch.zeros(t.shape, dtype=torch.float64) for n, t in template.items()}
+
+    @property
+    def count(self) -> int:
+        return self.inner.count
+
+    def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+        if not client_id.startswith(CANARY_PREFIX):
+            clipped, _ = clip_update(update, self.inner.clip)
+            for name, t in clipped.items():
+                self.others[name].add_(t.double())
+        self.inner.add(client_id, update, meta)
+
+    def result(self) -> Tensors:
+        released = self.inner.result()
+        owner, rnd = self.owner, self.owner.inner.round
+        residual = {
+            n: t.double() * owner.inner.mech.expected_clients - self.others[n]
+            for n, t in released.items()
+        }
+        u = canary_direction(owner.inner.template, owner.seed, rnd)
+        owner.scores[rnd] = project(residual, u) / owner.clip
+        return released
+
+
+class CanaryRecorder(Strategy):
+    """Wraps the central DP strategy; each round's aggregator records the canary score.
+    ``server_clip=False`` switches the server's clipping off (a positive control)."""
+
+    always_apply = True
+
+    def __init__(self, inner: CentralDPStrategy, seed: int, server_clip: bool = True) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seed = seed
+        self.clip = inner.mech.clip
+        self.server_clip = server_clip
+        self.scores: dict[int, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def start(self, global_state: Mapping[str, Tensor]) -> None:
+        self.inner.start(global_state)
+
+    def fit_config(self, rnd: int) -> dict[str, Any]:
+        return self.inner.fit_config(rnd)
+
+    def downlink_extras(self) -> Tensors:
+        return self.inner.downlink_extras()
+
+    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
+        return self.inner.update_extras(global_state)
+
+    def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
+        self.inner.check_meta(client_id, meta)
+
+    def new_aggregator(self) -> Aggregator:
+        # the central strategy's own aggregator, typed as what it is
+        aggregator = cast(DPSumAggregator, self.inner.new_aggregator())
+        if not self.server_clip:
+            aggregator.clip = math.inf
+        return _Recorder(aggregator, self)
+
+    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
+        return self.inner.apply(global_state, aggregate)
+
+    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(tensors, rest)
