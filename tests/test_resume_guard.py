@@ -156,3 +156,30 @@ def test_the_server_starts_in_a_folder_holding_only_its_own_inputs(tmp_path):
     (run / "network" / "client-0.log").write_text("a client's log beside its tokens")
     experiment = server_experiment(None, [*TINY, "rounds=1", *net, f"output_dir={run}"])
     assert experiment.server.round == 0 and experiment.run_dir_ready
+
+
+@pytest.mark.parametrize(
+    ("saved", "override", "listed"),
+    [
+        (
+            ["privacy.target_epsilon=3"],
+            "privacy.target_epsilon=2",
+            "privacy.target_epsilon: 3.0 -> 2.0",
+        ),
+        (["privacy.target_epsilon=3"], "privacy.mode=none", "privacy.mode: 'central' -> 'none'"),
+        (
+            [],
+            "privacy.mode=central privacy.noise_multiplier=1",
+            "privacy.mode: 'none' -> 'central'",
+        ),
+        (["privacy.noise_multiplier=1.0"], "privacy.noise_multiplier=0.5", "noise_multiplier"),
+    ],
+)
+def test_a_resume_never_changes_the_privacy_mechanism(tmp_path, saved, override, listed):
+    """A new target ε would overshoot (the rounds run were noised for the old one), and a
+    changed mode would drop or invent an accountant: all refused, exit 2, listed."""
+    mode = ["privacy.mode=central"] if saved else []
+    run_dir = _saved(tmp_path / "run", [*TINY, *mode, *saved, "rounds=2"])
+    done = _cli("resume", str(run_dir), *override.split())
+    assert done.exit_code == 2, done.output
+    assert listed in done.output
