@@ -68,7 +68,8 @@ _NOT_COMPARED = frozenset({"output_dir"})  # a run directory may be moved
 
 
 def _absolute(path: str | Path) -> Path:
-    return Path(os.path.abspath(Path(path).expanduser()))
+    """The path with links resolved, so an input reached through a link is still one."""
+    return Path(path).expanduser().resolve()
 
 
 def config_inputs(config: FedConfig, *extra: str | Path | None) -> list[Path]:
@@ -119,6 +120,24 @@ def _remove(entry: Path) -> None:
         entry.unlink()
 
 
+def check_inputs_apart(run_dir: Path, inputs: Iterable[Path]) -> None:
+    """Refuse a run directory that is (or lies inside) one of the run's inputs, e.g.
+    ``output_dir`` equal to ``data.dir``, or whose ``config.yaml`` is the config file given:
+    the run would overwrite it, and a resume would compare that file with itself."""
+    here = _absolute(run_dir)
+    record = here / CONFIG_FILE
+    for path in (_absolute(p) for p in inputs):
+        if path == here or path in here.parents:
+            raise ConfigError([f"output_dir {run_dir} is inside the run's input {path}"])
+        if path == record:
+            raise ConfigError(
+                [
+                    f"the config file {path} is the run directory's own record; pass the "
+                    "original config file (or use `fedloom resume`)"
+                ]
+            )
+
+
 def claim_run_dir(run_dir: Path, inputs: Iterable[Path] = (), *, overwrite: bool = False) -> None:
     """Make sure a fresh run may write into ``run_dir``; with ``overwrite``, clear it first.
 
@@ -126,6 +145,8 @@ def claim_run_dir(run_dir: Path, inputs: Iterable[Path] = (), *, overwrite: bool
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError([f"output_dir {run_dir} exists and is not a directory"])
+    inputs = list(inputs)
+    check_inputs_apart(run_dir, inputs)
     foreign = foreign_entries(run_dir, inputs)
     if not foreign:
         return

@@ -307,9 +307,12 @@ def test_calls_are_capped_per_client_and_per_host_and_unknown_methods_refused():
                 channels[cid].pull()
             assert capped.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert reason in str(capped.value.details())
-        # an unknown method: refused unread, UNAUTHENTICATED without a token
+        # an unknown method: refused unread, UNAUTHENTICATED without a token, and
+        # FAILED_PRECONDITION from a client of another protocol version
+        me = (("fedloom-client", "2"), ("fedloom-token", TOKENS["2"]))
         for metadata, code in (
-            ((("fedloom-client", "2"), ("fedloom-token", TOKENS["2"])), "UNIMPLEMENTED"),
+            ((*me, ("fedloom-protocol", "2")), "UNIMPLEMENTED"),
+            (me, "FAILED_PRECONDITION"),
             ((), "UNAUTHENTICATED"),
         ):
             call = channels["2"]._channel.unary_unary("/fedloom.Federation/Nope")
@@ -323,4 +326,4 @@ def test_calls_are_capped_per_client_and_per_host_and_unknown_methods_refused():
             assert out == [("done", None)]
         for channel in channels.values():
             channel.close()
-    assert transport.refused == 1
+    assert transport.refused == 2  # the bad token and the other protocol version

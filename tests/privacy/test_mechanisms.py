@@ -57,19 +57,23 @@ def _mechanism(
     )
 
 
-def test_aggregate_noise_std_is_multiplier_times_clip_over_denominator() -> None:
+def test_aggregate_noise_std_is_multiplier_times_sensitivity_over_denominator() -> None:
     mech = _mechanism(1.5, 0.4, expected=8.0)
     template = {"w": torch.zeros(200_000)}
     agg = DPSumAggregator(mech, 1, template)
+    # default grid: the largest power of two with γ√d/2 ≤ clip/100
+    assert agg.step == 2.0**-16
+    inflated = 0.4 + 2.0**-16 * math.sqrt(200_000) / 2  # 0.40341: the rounding's inflation
+    assert agg.sensitivity == pytest.approx(inflated)
     result = agg.result()["w"]  # no update at all: pure noise
-    expected_std = 1.5 * 0.4 / 8.0  # 0.075
-    assert result.std().item() == pytest.approx(expected_std, rel=0.01)
+    expected_std = 1.5 * inflated / 8.0  # 0.07564
+    assert result.std().item() == pytest.approx(expected_std, rel=0.005)
     assert abs(result.mean().item()) < 5 * expected_std / math.sqrt(200_000)
     assert mech.accountant.history == [(1.5, 0.1, 1)]
 
 
 def test_aggregate_is_clipped_sum_over_expected_clients() -> None:
-    mech = _mechanism(0.0, 1.0, expected=4.0)
+    mech = _mechanism(0.0, 1.0, expected=4.0, granularity=2.0**-20)
     agg = DPSumAggregator(mech, 1, {"w": torch.zeros(2)})
     agg.add("0", {"w": torch.tensor([3.0, 4.0])}, {"num_examples": 100})  # norm 5 -> clipped to 1
     agg.add("1", {"w": torch.tensor([0.5, 0.0])}, {"num_examples": 1})  # inside, weight 1 too
@@ -134,7 +138,7 @@ def test_adaptive_aggregator_uses_split_noise_and_updates_clip() -> None:
     mech = _mechanism(1.0, 1.0, expected=10.0, adaptive=adaptive)
     agg = DPSumAggregator(mech, 2, {"w": torch.zeros(100_000)})
     out = agg.result()["w"]
-    assert out.std().item() == pytest.approx(2 / math.sqrt(3) / 10.0, rel=0.02)
+    assert out.std().item() == pytest.approx(2 / math.sqrt(3) * agg.sensitivity / 10.0, rel=0.02)
     assert adaptive.clip != 1.0  # moved by the noised count
     assert mech.accountant.history == [(1.0, 0.1, 1)]  # accounted at the combined z
 
@@ -153,7 +157,7 @@ def test_client_clips_before_compression_and_reports_its_bit() -> None:
     assert inside.meta[WITHIN_CLIP] is True
     # the server counts the client's bit (measured before compression), not the norm it
     # sees after decoding, and still clips what arrives
-    mech = _mechanism(0.0, 1.0, expected=2.0)
+    mech = _mechanism(0.0, 1.0, expected=2.0, granularity=2.0**-20)
     agg = DPSumAggregator(mech, 1, {"w": torch.zeros(1)})
     agg.add("0", {"w": torch.tensor([0.5])}, {WITHIN_CLIP: False})
     agg.add("1", {"w": torch.tensor([3.0])}, {WITHIN_CLIP: True})
@@ -179,6 +183,9 @@ class _NoNoise:
     ) -> torch.Tensor:
         return torch.zeros(shape, dtype=dtype)
 
+    def discrete_gaussian(self, shape: torch.Size, scale: float, *keys: object) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.int64)
+
 
 def test_adaptive_count_moves_by_half_when_one_user_joins() -> None:
     # Poisson sampling: neighbouring rounds differ by one participant. The released sum of
@@ -197,3 +204,19 @@ def test_adaptive_count_moves_by_half_when_one_user_joins() -> None:
     assert released(base) == pytest.approx(0.5)  # 2 * (+1/2) + 1 * (-1/2)
     assert released([*base, True]) - released(base) == pytest.approx(0.5)
     assert released([*base, False]) - released(base) == pytest.approx(-0.5)
+
+
+def test_secure_uniform_reaches_below_two_to_the_minus_53(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the radius uniform of Box–Muller: a 53-bit uniform stops at 2^-53 (normals cut at
+    # 8.57σ); this one reads on through zero words, so 2^-159 (a 14.8σ radius) can occur
+    from fedloom.privacy import noise
+
+    words = iter([0, 0, 0, 1 << 11])  # mantissa 0, two zero words, then one set bit
+
+    def scripted(n: int) -> bytes:
+        return b"".join(next(words).to_bytes(8, "little") for _ in range(n // 8))
+
+    monkeypatch.setattr(noise.os, "urandom", scripted)
+    u = noise._uniform_full_range(1)
+    assert u.tolist() == [2.0**-159]  # 53 + 53 + 52 leading zeros, then the binade's floor
+    assert math.sqrt(-2 * math.log(u[0])) == pytest.approx(14.84, abs=0.01)

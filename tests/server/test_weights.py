@@ -72,8 +72,8 @@ def server_with(clients: dict[str, tuple[float, Mapping[str, Any]]], **kwargs: A
 def test_capped_weights_by_hand():
     # median 20, ratio 2: cap 40
     assert capped_weights([10, 20, 10**12], 2.0) == [10.0, 20.0, 40.0]
-    # even count: median (20 + 30) / 2 = 25, cap 25 (ratio 1)
-    assert capped_weights([10, 20, 30, 1000], 1.0) == [10.0, 20.0, 25.0, 25.0]
+    # even count: the lower median 20, cap 20 (ratio 1)
+    assert capped_weights([10, 20, 30, 1000], 1.0) == [10.0, 20.0, 20.0, 20.0]
     assert capped_weights([7], 2.0) == [7.0]
     assert capped_weights([], 2.0) == []
     with pytest.raises(ValueError, match=">= 1"):
@@ -104,9 +104,10 @@ def test_the_round_loop_rejects_bad_meta_and_keeps_the_honest_mean(meta):
     for rnd in (1, 2):  # the server keeps running, round after round
         metrics = server.run_round(rnd)
         assert metrics["num_rejected"] == 1 and metrics["num_clients"] == 2
-    # each round adds the weighted mean of the honest updates: (10*1 + 30*4) / 40 = 3.25
-    assert torch.equal(server.global_state["w"], torch.full((2,), 6.5))
-    assert metrics["train_loss"] == pytest.approx((10 * 0.5 + 30 * 1.5) / 40)
+    # claims capped at twice the lower median (10): weights 10 and 20, so each round adds
+    # (10*1 + 20*4) / 30 = 3; the loss metric is the plain mean under claimed weights
+    assert torch.equal(server.global_state["w"], torch.full((2,), 6.0))
+    assert metrics["train_loss"] == pytest.approx((0.5 + 1.5) / 2)
 
 
 def test_a_repeated_rejection_is_logged_once_per_client(caplog):
@@ -334,3 +335,15 @@ def test_a_networked_server_reads_its_sizes_file(tmp_path):
     weighting = Experiment(local).server.weighting
     assert isinstance(weighting, FixedWeights) and weighting.sizes is not None
     assert sum(weighting.sizes.values()) > 26  # the partition sizes of the digits data
+
+
+def test_with_two_claims_the_attackers_own_cannot_lift_the_cap():
+    # the mean of the two middle claims would be 5e11: the lower median keeps the cap at 20
+    assert capped_weights([10, 10**12], 2.0) == [10.0, 20.0]
+    assert capped_weights([10**12, 10, 30, 50], 2.0) == [60.0, 10.0, 30.0, 50.0]
+
+
+def test_fednova_refuses_claimed_weights_at_config_time(tmp_path):
+    overrides = ["strategy.name=fednova", "network.client_weights=claimed", "model.name=logreg"]
+    with pytest.raises(ConfigError, match="fednova cannot be combined with network.client_wei"):
+        Experiment(load_config(None, [*overrides, f"output_dir={tmp_path / 'run'}"]))

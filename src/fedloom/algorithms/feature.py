@@ -36,6 +36,16 @@ def _scaffold(parts: Parts) -> None:
 
 
 def _fednova(parts: Parts) -> None:
+    if parts.config.network.client_weights == "claimed":
+        # a_k is bounded by the steps planned for the client's size; with claimed sizes
+        # that bound would rest on the client's own claim, and τ_eff scales every update
+        raise ConfigError(
+            [
+                "strategy.name=fednova cannot be combined with network.client_weights=claimed "
+                "(the step bound would trust the client's claim); use client_weights=server "
+                "or network.client_sizes_file"
+            ]
+        )
     parts.client_hooks.append(report_normalizer(parts.config.train.momentum))
     # the server bounds each a_k by the steps it planned for that client
     check = planned_normalizer_check(parts.config.train, server_sizes(parts))

@@ -73,9 +73,9 @@ class RawCodec:
 
     def decode(self, data: Payload) -> Tensors:
         view = memoryview(data)
-        if not view.readonly and view.c_contiguous:
-            return tensors_view(view)  # a received frame: views of it, no copy
         try:
+            if not view.readonly and view.c_contiguous:
+                return tensors_view(view)  # a received frame: views of it, no copy
             return load(bytes(data))  # shared or read-only bytes: tensors of their own
         except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as error:
             raise UpdateRejected(f"payload is not a valid safetensors blob: {error}") from None

@@ -21,8 +21,13 @@ from fedloom.core.errors import UpdateRejected
 from fedloom.core.framing import parse_json
 from fedloom.core.tensors import Tensors
 
-MAX_HEADER_BYTES = 100_000_000
-"""safetensors' own limit on the JSON header."""
+MAX_HEADER_BYTES = 4 << 20
+"""Longest JSON header read (safetensors itself allows 100 MB). 4 MiB lists some 25,000
+tensors; a hostile header parses into objects some 30x its size, so this bounds that too."""
+MAX_DIMS = 8
+"""Most dimensions a tensor may have."""
+MAX_DIM = 1 << 40
+"""Largest single dimension."""
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -86,15 +91,18 @@ def _entry(name: str, value: Any) -> Entry:
     except (KeyError, TypeError):
         raise UpdateRejected(f"safetensors entry {name[:64]!r} is malformed") from None
     if (
-        code not in DTYPES
+        not isinstance(code, str)
+        or code not in DTYPES
         or not isinstance(shape, list)
-        or not all(type(d) is int and d >= 0 for d in shape)
+        or len(shape) > MAX_DIMS
+        or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)
         or not (isinstance(offsets, list) and len(offsets) == 2)
         or not all(type(o) is int and o >= 0 for o in offsets)
     ):
         raise UpdateRejected(f"safetensors entry {name[:64]!r} is malformed")
     dtype = DTYPES[code]
     begin, end = offsets
+    # at most MAX_DIMS factors below 2**40 each: the product is cheap whatever they are
     if end - begin != math.prod(shape) * dtype.itemsize:
         raise UpdateRejected(f"safetensors entry {name[:64]!r}: offsets do not match its shape")
     return dtype, shape, begin, end

@@ -27,7 +27,8 @@ MAX_INT = 1 << 63
 """Header integers lie in ``(-MAX_INT, MAX_INT)``: anything larger is an attack."""
 
 # a complete JSON string literal; brackets inside one do not nest anything
-_STRING = re.compile(r'"(?:[^"\\]|\\(?:.|\Z))*(?:"|\Z)', re.DOTALL)
+# (possessive: backtracking state would cost ~100 bytes per character of a long string)
+_STRING = re.compile(r'"(?:[^"\\]++|\\(?:.|\Z))*+(?:"|\Z)', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 

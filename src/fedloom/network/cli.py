@@ -63,10 +63,14 @@ def server(args: Args = None) -> None:
         acc = result.summary["final_test_accuracy"]
         console.print(f"final test accuracy {acc}\nrun directory: {result.run_dir}")
     except Interrupted as stop:
-        where = "" if experiment is None else f" after round {experiment.server.round}"
+        where = again = ""
+        if experiment is not None:
+            where = f" after round {experiment.server.round}"
+            if "output_dir=" not in " ".join(args or []):  # an auto-named run directory
+                again = f" with output_dir={experiment.run_dir}"
         console.print(
             f"[red]error:[/] {stop}{where}; clients were told to retry; "
-            "run the same command to resume",
+            f"run the same command{again} to resume",
             soft_wrap=True,
         )
         raise typer.Exit(stop.exit_code) from None

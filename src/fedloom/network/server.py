@@ -26,6 +26,7 @@ from fedloom.rundir import (
     CONFIG_FILE,
     SERVER_RESUMABLE,
     allowed_changes,
+    check_inputs_apart,
     claim_run_dir,
     config_inputs,
     foreign_entries,
@@ -51,6 +52,7 @@ def server_experiment(path: str | None, overrides: Sequence[str]) -> Experiment:
     if run_dir is None:
         return Experiment(config)
     inputs = config_inputs(config, path)
+    check_inputs_apart(run_dir, inputs)
     foreign = foreign_entries(run_dir, inputs)
     if foreign and not (run_dir / CONFIG_FILE).is_file():
         names = ", ".join(e.name for e in foreign[:4])

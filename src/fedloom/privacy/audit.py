@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
@@ -41,6 +42,7 @@ import torch
 from scipy.stats import beta
 
 from fedloom.client.client import Client
+from fedloom.client.context import UpdateHook
 from fedloom.config import FedConfig
 from fedloom.core.errors import ConfigError
 from fedloom.core.seeding import generator
@@ -49,12 +51,16 @@ from fedloom.privacy.canary import (
     CanaryRecorder,
     CanarySampler,
     CanaryTrainer,
+    ReleaseRecorder,
     ScaledNoise,
     canary_id,
 )
 from fedloom.privacy.central import CentralDPStrategy
 from fedloom.privacy.config import AccountantName
+from fedloom.privacy.local import ParticipationLedger, local_dp_hook
+from fedloom.privacy.noise import noise_source
 from fedloom.server import Server
+from fedloom.server.strategy import Strategy
 
 if TYPE_CHECKING:
     from fedloom.experiment import Experiment
@@ -70,7 +76,7 @@ NOISE_FACTOR: dict[Broken, float] = {
 """Positive controls: the noise scaled down, or (``no_clip``) the server not clipping."""
 GUESS_THRESHOLD = 0.5
 """Guess "in" when the score exceeds half the clipped canary's share."""
-DELTA_GRID_SIZE = 60
+DELTA_GRID_SIZE = 40
 
 
 def max_accuracy(epsilon: float, delta: float) -> float:
@@ -107,21 +113,28 @@ class Claim:
     max_accuracy: float
 
 
+def _claims(acc: Accountant, deltas: np.ndarray) -> list[Claim]:
+    out = []
+    for d in deltas:
+        eps = max(0.0, acc.epsilon(float(d)))  # PRV is numerical: tiny negatives at large δ
+        out.append(Claim(float(d), eps, max_accuracy(eps, float(d))))
+    return out
+
+
 @lru_cache(maxsize=64)
 def per_round_claim(kind: AccountantName, noise_multiplier: float, delta: float) -> Claim:
     """The accountant's ε(δ) for one Gaussian step at rate 1 with ``noise_multiplier``,
-    at the δ in [``delta``, ½] (log grid) that bounds a guess's accuracy the most."""
+    at the δ in [``delta``, 0.99] that bounds a guess's accuracy the most (a log grid,
+    then a finer one around its best point)."""
     if noise_multiplier == 0:
         return Claim(delta, math.inf, 1.0)
     acc = Accountant(kind)
     acc.step(noise_multiplier, 1.0)
-    best = Claim(delta, math.inf, 1.0)
-    for d in np.geomspace(delta, 0.5, DELTA_GRID_SIZE):
-        eps = max(0.0, acc.epsilon(float(d)))  # PRV is numerical: tiny negatives at large δ
-        claim = Claim(float(d), eps, max_accuracy(eps, float(d)))
-        if claim.max_accuracy < best.max_accuracy:
-            best = claim
-    return best
+    grid = np.geomspace(delta, 0.99, DELTA_GRID_SIZE)
+    coarse = _claims(acc, grid)
+    i = min(range(len(coarse)), key=lambda k: coarse[k].max_accuracy)
+    fine = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], DELTA_GRID_SIZE)
+    return min([*coarse, *_claims(acc, fine)], key=lambda c: c.max_accuracy)
 
 
 @dataclass(frozen=True)
@@ -147,41 +160,110 @@ class AuditResult:
         return self.accuracy_lower > self.max_accuracy
 
 
-def run_canaries(
+@dataclass(frozen=True)
+class Game:
+    """One mode's canary game, played: the scores and what the claim is made of."""
+
+    scores: list[float]
+    threshold: float
+    """Guess "in" (or "+") when the score exceeds this."""
+    noise_multiplier: float
+    kind: AccountantName
+    run_epsilon: float
+    """The accountant's ε for the whole configured run at ``privacy.delta``."""
+
+
+def _play(
     experiment: Experiment,
-    strategy: CentralDPStrategy,
-    coins: list[bool],
-    broken: Broken,
-    seed: int,
-) -> list[float]:
-    """Run ``len(coins)`` rounds of ``experiment``'s federation with a canary per round
-    (in when its coin is True); the auditor's score of each round."""
+    strategy: Strategy,
+    trainer: CanaryTrainer,
+    hooks: list[UpdateHook],
+    present: list[bool],
+) -> None:
+    """Run ``len(present)`` rounds of the federation plus round r's canary where
+    ``present[r − 1]``; ``strategy`` (a recorder) keeps the scores."""
     parts, real = experiment.parts, experiment.clients
-    mech = strategy.mech
-    if NOISE_FACTOR[broken] != 1.0:
-        mech.noise = ScaledNoise(mech.noise, NOISE_FACTOR[broken])
-    trainer = CanaryTrainer(parts.trainer.config, mech.clip, seed)
     workspace, data = copy.deepcopy(parts.model), next(iter(real.values())).data
     canaries = {
         canary_id(r): Client(
-            canary_id(r), data, workspace, trainer, seed=seed, down=parts.down, up=parts.up
+            canary_id(r),
+            data,
+            workspace,
+            trainer,
+            seed=experiment.config.seed,
+            down=parts.down,
+            up=parts.up,
+            hooks=hooks,
         )
-        for r in range(1, len(coins) + 1)
+        for r in range(1, len(present) + 1)
     }
-    recorder = CanaryRecorder(strategy, seed, server_clip=broken != "no_clip")
     handlers = {cid: c.handle for cid, c in {**real, **canaries}.items()}
     server = Server(
         global_state=experiment.server.global_state,
         client_ids=[*real, *canaries],
-        strategy=recorder,
-        sampler=CanarySampler(experiment.server.sampler, len(real), coins),
+        strategy=strategy,
+        sampler=CanarySampler(experiment.server.sampler, len(real), present),
         transport=parts.transport(handlers),
         down=parts.down,
         up=parts.up,
         weighting=experiment.server.weighting,
     )
-    server.run(len(coins))
-    return [recorder.scores[r] for r in range(1, len(coins) + 1)]
+    server.run(len(present))
+
+
+def central_game(experiment: Experiment, coins: list[bool], broken: Broken, seed: int) -> Game:
+    """Round r's canary joins when ``coins[r − 1]``; scored on the round's aggregate."""
+    strategy = experiment.parts.strategy
+    if not isinstance(strategy, CentralDPStrategy):  # assembly time, not the round loop
+        raise ConfigError(["fedloom audit: another feature replaced the DP strategy"])
+    mech = strategy.mech
+    if NOISE_FACTOR[broken] != 1.0:
+        mech.noise = ScaledNoise(mech.noise, NOISE_FACTOR[broken])
+    recorder = CanaryRecorder(strategy, seed, server_clip=broken != "no_clip")
+    trainer = CanaryTrainer(experiment.parts.trainer.config, mech.clip, seed)
+    _play(experiment, recorder, trainer, [], coins)
+    run = Accountant(mech.accountant.kind)
+    run.step(mech.noise_multiplier, mech.sample_rate, experiment.config.rounds)
+    return Game(
+        [recorder.scores[r] for r in range(1, len(coins) + 1)],
+        GUESS_THRESHOLD,
+        mech.noise_multiplier,
+        mech.accountant.kind,
+        run.epsilon(experiment.config.privacy.delta),
+    )
+
+
+def local_game(experiment: Experiment, coins: list[bool], broken: Broken, seed: int) -> Game:
+    """Round r's canary sends ± its direction (``coins[r − 1]``: +) through the local
+    mechanism, as ``build_local`` configures it; scored on its own release."""
+    if broken == "no_clip":
+        raise ConfigError(["fedloom audit: --broken no_clip is a control of privacy.mode=central"])
+    parts = experiment.parts
+    cfg, ledger = parts.config.privacy, parts.stateful.get("privacy")
+    if not isinstance(ledger, ParticipationLedger):  # assembly time, not the round loop
+        raise ConfigError(["fedloom audit: another feature replaced the local DP ledger"])
+    z = ledger.noise_multiplier
+    source = noise_source(cfg.secure_rng, parts.config.seed, "dp-local")
+    source = ScaledNoise(source, NOISE_FACTOR[broken])
+    hook = local_dp_hook(
+        cfg.clip, z, source, ParticipationLedger(z, cfg.accountant), cfg.granularity
+    )
+    recorder = ReleaseRecorder(parts.strategy, seed, cfg.clip)
+    trainer = CanaryTrainer(parts.trainer.config, cfg.clip, seed, signs=coins)
+    _play(experiment, recorder, trainer, [hook], [True] * len(coins))
+    return Game(
+        [recorder.scores[r] for r in range(1, len(coins) + 1)],
+        0.0,
+        z,
+        cfg.accountant,
+        ledger.epsilon_for(experiment.config.rounds, cfg.delta),  # a client in every round
+    )
+
+
+_GAMES: dict[str, Callable[[Experiment, list[bool], Broken, int], Game]] = {
+    "central": central_game,
+    "local": local_game,
+}
 
 
 def audit_config(
@@ -191,11 +273,11 @@ def audit_config(
     confidence: float = 0.95,
     broken: Broken = "none",
 ) -> AuditResult:
-    """Assemble the federation ``config`` describes and audit its central DP mechanism
-    with ``canaries`` rounds, one canary each (nothing is written to disk)."""
+    """Assemble the federation ``config`` describes and audit its central or local DP
+    mechanism with ``canaries`` rounds, one canary each (nothing is written to disk)."""
     cfg = config.privacy
-    if cfg.mode != "central":
-        raise ConfigError([f"fedloom audit needs privacy.mode=central (got {cfg.mode!r})"])
+    if cfg.mode not in _GAMES:
+        raise ConfigError([f"fedloom audit needs privacy.mode=central or local (got {cfg.mode!r})"])
     if cfg.adaptive_clip:
         raise ConfigError(["fedloom audit: turn privacy.adaptive_clip off to audit"])
     if canaries < 20:
@@ -205,16 +287,10 @@ def audit_config(
     from fedloom.experiment import Experiment  # the audit sits above assembly
 
     experiment = Experiment(config.model_copy(update={"output_dir": "/nonexistent-audit"}))
-    strategy = experiment.parts.strategy
-    if not isinstance(strategy, CentralDPStrategy):  # assembly time, not the round loop
-        raise ConfigError(["fedloom audit: another feature replaced the DP strategy"])
-    mech = strategy.mech
-    run = Accountant(mech.accountant.kind)
-    run.step(mech.noise_multiplier, mech.sample_rate, config.rounds)
-    claim = per_round_claim(mech.accountant.kind, mech.noise_multiplier, cfg.delta)
     coins = (torch.rand(canaries, generator=generator(config.seed, "audit-coins")) < 0.5).tolist()
-    scores = run_canaries(experiment, strategy, coins, broken, config.seed)
-    correct = sum((s > GUESS_THRESHOLD) == b for s, b in zip(scores, coins, strict=True))
+    game = _GAMES[cfg.mode](experiment, coins, broken, config.seed)
+    claim = per_round_claim(game.kind, game.noise_multiplier, cfg.delta)
+    correct = sum((s > game.threshold) == b for s, b in zip(game.scores, coins, strict=True))
     alpha = 1 - confidence
     return AuditResult(
         epsilon_lower=epsilon_lower(correct, canaries, claim.delta, alpha),
@@ -225,7 +301,7 @@ def audit_config(
         correct=correct,
         accuracy_lower=accuracy_lower(correct, canaries, alpha),
         max_accuracy=claim.max_accuracy,
-        run_epsilon=run.epsilon(cfg.delta),
+        run_epsilon=game.run_epsilon,
         run_delta=cfg.delta,
         broken=broken,
     )

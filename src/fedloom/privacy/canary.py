@@ -1,16 +1,21 @@
 """Canary clients for the privacy audit, inserted into a real federation.
 
-Round r has its own canary client ``canary-r``. A fair coin decides whether it takes part
-in round r (always sampled when in, never otherwise); when in, it sends a crafted update
-of norm ``CANARY_NORM · clip`` along its own random direction u_r, through the same
-client code, codec, transport, validation and DP aggregator as every other client. It
-runs none of the honest clients' update hooks (their client-side clipping among them):
-a DP guarantee must hold whatever a user sends, so only the server's code is trusted.
+Round r has its own canary client ``canary-r`` with its own random direction u_r; its
+update goes through the same client code, codec, transport and validation as every
+other client's.
 
-A white-box auditor then sees each round's release (the aggregate handed to the server
-optimizer) and knows the other participants' updates: ``CanaryRecorder`` wraps the DP
-strategy, clips and sums the other updates exactly as the aggregator does, and keeps
-``⟨qN · release − Σ others, u_r⟩ / clip``, which is the canary's share plus the noise.
+Central DP: a fair coin decides whether the canary takes part in round r (always
+sampled when in, never otherwise); it sends ``CANARY_NORM · clip · u_r`` and runs none of
+the honest clients' update hooks (their client-side clipping among them): the guarantee
+must hold whatever a user sends. A white-box auditor sees each round's release and knows
+the other participants' updates: ``CanaryRecorder`` wraps the DP strategy, clips and sums
+the other updates as the aggregator does, and keeps ``⟨qN · release − Σ others, u_r⟩ /
+clip``, the canary's share plus the noise.
+
+Local DP: the canary takes part in every round and runs the local mechanism; the coin
+decides the sign of its update, ``± CANARY_NORM · clip · u_r`` (clipped to ± clip · u_r,
+two inputs at the mechanism's sensitivity 2·clip). ``ReleaseRecorder`` keeps
+``⟨canary's release, u_r⟩ / clip``.
 """
 
 from __future__ import annotations
@@ -60,11 +65,15 @@ def project(tensors: Mapping[str, Tensor], direction: Mapping[str, Tensor]) -> f
 
 
 class CanaryTrainer(LocalTrainer):
-    """Trains nothing: moves the model to ``global + CANARY_NORM · clip · u_round``."""
+    """Trains nothing: moves the model to ``global ± CANARY_NORM · clip · u_round``, the
+    sign from ``signs[round − 1]`` (True: +; None: always +)."""
 
-    def __init__(self, config: TrainConfig, clip: float, seed: int) -> None:
+    def __init__(
+        self, config: TrainConfig, clip: float, seed: int, signs: Sequence[bool] | None = None
+    ) -> None:
         super().__init__(config)
         self.clip, self.seed = clip, seed
+        self.signs = None if signs is None else list(signs)
 
     def train(
         self,
@@ -77,6 +86,8 @@ class CanaryTrainer(LocalTrainer):
             raise ValueError("a canary needs its fit context (round and global weights)")
         u = canary_direction(ctx.global_state, self.seed, ctx.round)
         scale = CANARY_NORM * self.clip
+        if self.signs is not None and not self.signs[ctx.round - 1]:
+            scale = -scale
         load_into(
             model,
             {n: (g.double() + scale * u[n]).to(g.dtype) for n, g in ctx.global_state.items()},
@@ -101,8 +112,8 @@ class CanarySampler:
 
 
 class ScaledNoise:
-    """A noise source whose standard deviation is ``factor`` times the one asked for:
-    the half-noise (0.5) and no-noise (0) positive controls."""
+    """A noise source whose scale is ``factor`` times the one asked for: the half-noise
+    (0.5) and no-noise (0) positive controls."""
 
     def __init__(self, inner: NoiseSource, factor: float) -> None:
         self.inner, self.factor = inner, factor
@@ -113,6 +124,11 @@ class ScaledNoise:
         if self.factor == 0:
             return torch.zeros(shape, dtype=dtype)
         return self.inner.normal(shape, std * self.factor, dtype, *keys)
+
+    def discrete_gaussian(self, shape: torch.Size, scale: float, *keys: object) -> torch.Tensor:
+        if self.factor == 0:
+            return torch.zeros(shape, dtype=torch.int64)
+        return self.inner.discrete_gaussian(shape, scale * self.factor, *keys)
 
 
 class _Recorder:
@@ -187,6 +203,72 @@ class CanaryRecorder(Strategy):
         if not self.server_clip:
             aggregator.clip = math.inf
         return _Recorder(aggregator, self)
+
+    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
+        return self.inner.apply(global_state, aggregate)
+
+    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(tensors, rest)
+
+
+class _CanaryTap:
+    """Hands every update to the inner aggregator; records the canary's own release."""
+
+    def __init__(self, inner: Aggregator, owner: ReleaseRecorder) -> None:
+        self.inner, self.owner = inner, owner
+
+    @property
+    def count(self) -> int:
+        return self.inner.count
+
+    def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+        if client_id.startswith(CANARY_PREFIX):
+            owner = self.owner
+            u = canary_direction(update, owner.seed, owner.round)
+            owner.scores[owner.round] = project(update, u) / owner.clip
+        self.inner.add(client_id, update, meta)
+
+    def result(self) -> Tensors:
+        return self.inner.result()
+
+
+class ReleaseRecorder(Strategy):
+    """Wraps any strategy; records the canary's release as it arrives (local DP)."""
+
+    def __init__(self, inner: Strategy, seed: int, clip: float) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.always_apply = inner.always_apply
+        self.seed, self.clip = seed, clip
+        self.round = 0
+        self.scores: dict[int, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def start(self, global_state: Mapping[str, Tensor]) -> None:
+        self.inner.start(global_state)
+
+    def fit_config(self, rnd: int) -> dict[str, Any]:
+        self.round = rnd
+        return self.inner.fit_config(rnd)
+
+    def downlink_extras(self) -> Tensors:
+        return self.inner.downlink_extras()
+
+    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
+        return self.inner.update_extras(global_state)
+
+    def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
+        self.inner.check_meta(client_id, meta)
+
+    def new_aggregator(self) -> Aggregator:
+        return _CanaryTap(self.inner.new_aggregator(), self)
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         return self.inner.apply(global_state, aggregate)

@@ -21,6 +21,7 @@ The server clips again on arrival, so the bound never rests on the clients' code
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.adaptive import AdaptiveClip, update_noise_multiplier
 from fedloom.privacy.clipping import clip_update
 from fedloom.privacy.grid import (
+    MIN_GRID_NOISE,
     check_range,
     from_grid,
     grid_step,
@@ -122,7 +124,9 @@ class DPSumAggregator:
         self.step = mech.grid_step(self.clip, self.dim)
         """γ: one grid unit, in the update's units."""
         self.dtypes = {n: t.dtype for n, t in template.items()}
-        self.total: Tensors = {n: torch.zeros(t.shape, dtype=torch.int64) for n, t in template.items()}
+        self.total: Tensors = {
+            n: torch.zeros(t.shape, dtype=torch.int64) for n, t in template.items()
+        }
         self.unclipped = 0
         self._count = 0
         self._magnitude = 0
@@ -161,15 +165,24 @@ class DPSumAggregator:
         }
         out = from_grid(noised, self.step, mech.expected_clients, self.dtypes)
         if mech.adaptive is not None:
-            # each client's b − ½ has sensitivity ½: twice the sum, 2·unclipped − count, is an
-            # integer of sensitivity 1, noised on the integers with scale 2σ_b
-            doubled = 2 * self.unclipped - self._count
-            count_noise = mech.noise.discrete_gaussian(
-                torch.Size([]), 2 * mech.adaptive.count_std, self.round, "count"
-            )
-            mech.adaptive.step((doubled + int(count_noise)) / 2, mech.expected_clients)
+            mech.adaptive.step(self._noised_count(mech.adaptive.count_std), mech.expected_clients)
         mech.accountant.step(mech.noise_multiplier, mech.sample_rate)
         return out
+
+    def _noised_count(self, count_std: float) -> float:
+        """Σ(b − ½) plus noise of std ``count_std``, drawn on integers: each client's b − ½
+        has sensitivity ½, so m·(2·unclipped − count) is an integer of sensitivity m, noised
+        with scale m·2σ_b; m, a power of two, puts ≥ MIN_GRID_NOISE grid steps in a std."""
+        fine = (
+            1
+            if count_std <= 0
+            else 2 ** max(0, math.ceil(math.log2(MIN_GRID_NOISE / (2 * count_std))))
+        )
+        doubled = fine * (2 * self.unclipped - self._count)
+        noise = self.mech.noise.discrete_gaussian(
+            torch.Size([]), fine * 2 * count_std, self.round, "count"
+        )
+        return (doubled + int(noise)) / (2 * fine)
 
 
 class CentralDPStrategy(Strategy):

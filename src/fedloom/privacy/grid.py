@@ -10,7 +10,7 @@ bounds for randomized rounding; the deterministic bound here needs no failure pr
 
 Default step: the largest power of two with γ·√d/2 ≤ C/100 (the inflation costs at most
 1% more noise) and σ/γ ≥ ``MIN_GRID_NOISE`` (the noise spans many grid points, so the
-discrete Gaussian's privacy curve is the continuous one's to within ~1e-6, see
+discrete Gaussian's privacy curve is the continuous one's to within a relative 1e-5, see
 docs/privacy.md). A power of two keeps k·γ exact in float64 for |k| < 2^53.
 """
 
@@ -81,7 +81,7 @@ def magnitude(ints: Mapping[str, Tensor]) -> int:
 
 def check_range(total_magnitude: int, noise_scale: float) -> None:
     """Refuse a sum that could overflow int64 once the noise is added."""
-    if total_magnitude + NOISE_TAIL * noise_scale > INT_LIMIT:
+    if total_magnitude + math.ceil(NOISE_TAIL * noise_scale) > INT_LIMIT:
         raise FedloomError(
             f"the integer sum on the privacy grid could overflow int64 (magnitude "
             f"{total_magnitude}, noise scale {noise_scale:.3g}): use a coarser "

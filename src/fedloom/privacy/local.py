@@ -6,9 +6,10 @@ clipped updates lie in the ball of radius C; on the grid of step γ (``fedloom.p
 grid``) each is rounded to integers within √d/2 of it, so the L2 sensitivity of one
 release is Δ = 2C + γ√d (in grid units Δ/γ); the client adds integer discrete Gaussian
 noise N_Z(0, (z·Δ/γ)²) per coordinate and sends the noised integers times γ: a
-discrete Gaussian mechanism with multiplier z. The server sees every release of a client in full, so there is no
-amplification by sampling: a client that took part in k rounds has spent the ε of k
-Gaussian releases (Opacus' accountant with sample rate 1).
+discrete Gaussian mechanism with multiplier z. The server sees every release of a client
+in full, so there is no amplification by sampling: a client that took part in k rounds
+has spent the ε of k Gaussian releases (Opacus' accountant with sample rate 1; the
+discrete Gaussian's Rényi divergences are at most the continuous one's, docs/privacy.md).
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ def build_central(parts: Parts) -> None:
             "expected_clients": expected,
             "clip": cfg.clip,
             "adaptive_clip": cfg.adaptive_clip,
+            "noise": "discrete_gaussian",
             "level": "user",
         },
     )
@@ -118,6 +119,7 @@ def build_local(parts: Parts) -> None:
             "noise_multiplier": z,
             "clip": cfg.clip,
             "sensitivity": 2 * cfg.clip,
+            "noise": "discrete_gaussian",
             "level": "user, local (max over clients)",
         },
     )

@@ -114,7 +114,7 @@ class Server:
                 continue
             tally.bytes_up += frame_size(reply)
             try:
-                update = check_update(reply, rnd, cid, self.spec, self.up)
+                update = self._decode(reply, rnd, cid)
                 meta = check_meta(reply.meta)
                 self.strategy.check_meta(cid, reply.meta)
                 aggregator.add(cid, update, reply.meta)
@@ -136,6 +136,17 @@ class Server:
                 max(1, self.min_updates),
             )
         return self._metrics(rnd, last, aggregator.count, bytes_down, tally, start)
+
+    def _decode(self, reply: Message, rnd: int, cid: str) -> Tensors:
+        """``check_update``, where any other exception a hostile payload might still raise in
+        a decoder is a rejection too (logged with its traceback): never a crashed server."""
+        try:
+            return check_update(reply, rnd, cid, self.spec, self.up)
+        except UpdateRejected:
+            raise
+        except Exception as error:
+            log.exception("round %d: decoding the update from %s failed", rnd, cid)
+            raise UpdateRejected(f"undecodable update: {type(error).__name__}") from None
 
     def _reject(self, rnd: int, cid: str, why: str, tally: RoundTally) -> None:
         """Count the rejection; log it unless it repeats the client's previous reason."""

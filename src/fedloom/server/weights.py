@@ -103,7 +103,7 @@ class FixedWeights:
 
 
 def capped_weights(claims: Sequence[float], ratio: float) -> list[float]:
-    """Each claim, capped at ``ratio ×`` the median claim (float64 arithmetic throughout).
+    """Each claim, capped at ``ratio ×`` the (lower) median claim (float64 arithmetic).
 
     With claims 10, 20, 10**12 and ratio 2: median 20, cap 40, weights 10, 20, 40.
     """
@@ -111,7 +111,8 @@ def capped_weights(claims: Sequence[float], ratio: float) -> list[float]:
         raise ValueError(f"weight ratio must be >= 1, got {ratio}")
     if not claims:
         return []
-    cap = ratio * float(statistics.median(claims))
+    # the lower median: with two claims an attacker's own cannot lift the cap
+    cap = ratio * float(statistics.median_low(claims))
     return [min(float(c), cap) for c in claims]
 
 
@@ -152,7 +153,7 @@ class CappedClaims:
         return _CappedRound(inner, self.ratio)
 
     def loss_weight(self, client_id: str, claim: int) -> int:
-        return claim
+        return 1  # the caps are known only at the round's end: the loss metric is unweighted
 
     def population(self, client_ids: Sequence[str]) -> float | None:
         return None  # the caps depend on each round's claims

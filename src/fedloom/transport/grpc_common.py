@@ -166,7 +166,8 @@ def check_protocol(metadata: Iterable[tuple[str, Any]]) -> str | None:
     """Why a call with this metadata cannot be served (its protocol version), or None."""
     claimed = dict(metadata).get(VERSION_KEY, "1")
     version = claimed if isinstance(claimed, str) else "?"
-    if version.isdigit() and int(version) in SUPPORTED_VERSIONS:
+    short_number = len(version) <= 4 and version.isascii() and version.isdigit()
+    if short_number and int(version) in SUPPORTED_VERSIONS:
         return None
     return f"client speaks protocol {version[:20]}, this server speaks {PROTOCOL_VERSION}"
 

@@ -235,6 +235,8 @@ class GrpcServerTransport:
                     yield cid, reply
                 finally:
                     self._slots.release()  # the round loop has folded it in; free the slot
+            # close the round first: an upload finishing now is refused, not accepted and lost
+            self._close_round()
             for cid in sorted(pending):
                 log.warning("round %d: client %s missed the deadline", number, cid)
                 yield cid, Failure(cid, f"no update within {self.settings.deadline_s:g} s")
@@ -446,7 +448,7 @@ def _announced_size(context: grpc.ServicerContext) -> int | None:
     for key, value in context.invocation_metadata() or ():
         if key == SIZE_KEY:
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            if not text.isdigit() or len(text) > 20:
+            if not (text.isascii() and text.isdigit()) or len(text) > 20:
                 raise UpdateRejected(f"{SIZE_KEY} must be a byte count, got {text[:24]!r}")
             return int(text)
     return None
