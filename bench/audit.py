@@ -1,6 +1,6 @@
 """Repeated privacy audits: how often each mechanism is flagged, and how fast.
 
-    .venv/bin/python bench/audit.py               # 25 audits of each mechanism (~10 minutes)
+    .venv/bin/python bench/audit.py               # 20 audits of each mechanism (~8 minutes)
     .venv/bin/python bench/audit.py --quick       # 5 of each (~2 minutes)
     .venv/bin/python bench/audit.py --mode local  # local DP (no no_clip control)
 
@@ -73,7 +73,7 @@ def audit_many(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--audits", type=int, default=25, help="audits of each mechanism")
+    parser.add_argument("--audits", type=int, default=20, help="audits of each mechanism")
     parser.add_argument("--canaries", type=int, default=200, help="canary rounds per audit")
     parser.add_argument("--quick", action="store_true", help="5 audits of each")
     parser.add_argument("--mode", choices=["central", "local"], default="central")

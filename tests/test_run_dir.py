@@ -185,3 +185,21 @@ def _federated(train: TensorDataset, test: TensorDataset):
     return federate_tensors(
         from_torch_dataset(train), from_torch_dataset(test), 2, DataConfig(name="custom"), 0
     )
+
+
+def test_overwrite_never_clears_an_input_folder_or_the_runs_own_record(tmp_path):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    (data / "train-images-idx3-ubyte").write_bytes(b"\0" * 16)
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    for inputs in ([data], [link]):  # the same folder, named directly or through a link
+        with pytest.raises(ConfigError, match="is inside the run's input"):
+            claim_run_dir(data, inputs, overwrite=True)
+    assert (data / "train-images-idx3-ubyte").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("rounds: 2\n")
+    with pytest.raises(ConfigError, match="the run directory's own record"):
+        claim_run_dir(run, [run / "config.yaml"], overwrite=True)
+    assert (run / "config.yaml").exists()

@@ -137,7 +137,7 @@ class _Recorder:
 
     def __init__(self, inner: DPSumAggregator, owner: CanaryRecorder) -> None:
         self.inner, self.owner = inner, owner
-        template = owner.inner.template
+        template = owner.dp.template
         self.others = {n: torch.zeros(t.shape, dtype=torch.float64) for n, t in template.items()}
 
     @property
@@ -153,29 +153,23 @@ class _Recorder:
 
     def result(self) -> Tensors:
         released = self.inner.result()
-        owner, rnd = self.owner, self.owner.inner.round
+        owner, rnd = self.owner, self.owner.dp.round
         residual = {
-            n: t.double() * owner.inner.mech.expected_clients - self.others[n]
+            n: t.double() * owner.dp.mech.expected_clients - self.others[n]
             for n, t in released.items()
         }
-        u = canary_direction(owner.inner.template, owner.seed, rnd)
+        u = canary_direction(owner.dp.template, owner.seed, rnd)
         owner.scores[rnd] = project(residual, u) / owner.clip
         return released
 
 
-class CanaryRecorder(Strategy):
-    """Wraps the central DP strategy; each round's aggregator records the canary score.
-    ``server_clip=False`` switches the server's clipping off (a positive control)."""
+class _Delegating(Strategy):
+    """A strategy that is ``inner`` in every respect but the ones a subclass overrides."""
 
-    always_apply = True
-
-    def __init__(self, inner: CentralDPStrategy, seed: int, server_clip: bool = True) -> None:
+    def __init__(self, inner: Strategy) -> None:
         self.inner = inner
         self.name = inner.name
-        self.seed = seed
-        self.clip = inner.mech.clip
-        self.server_clip = server_clip
-        self.scores: dict[int, float] = {}
+        self.always_apply = inner.always_apply
 
     def __getattr__(self, name: str) -> Any:
         if name == "inner":
@@ -198,11 +192,7 @@ class CanaryRecorder(Strategy):
         self.inner.check_meta(client_id, meta)
 
     def new_aggregator(self) -> Aggregator:
-        # the central strategy's own aggregator, typed as what it is
-        aggregator = cast(DPSumAggregator, self.inner.new_aggregator())
-        if not self.server_clip:
-            aggregator.clip = math.inf
-        return _Recorder(aggregator, self)
+        return self.inner.new_aggregator()
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         return self.inner.apply(global_state, aggregate)
@@ -212,6 +202,26 @@ class CanaryRecorder(Strategy):
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
         self.inner.load_state_dict(tensors, rest)
+
+
+class CanaryRecorder(_Delegating):
+    """Wraps the central DP strategy; each round's aggregator records the canary score.
+    ``server_clip=False`` switches the server's clipping off (a positive control)."""
+
+    def __init__(self, inner: CentralDPStrategy, seed: int, server_clip: bool = True) -> None:
+        super().__init__(inner)
+        self.dp = inner
+        self.seed = seed
+        self.clip = inner.mech.clip
+        self.server_clip = server_clip
+        self.scores: dict[int, float] = {}
+
+    def new_aggregator(self) -> Aggregator:
+        # the central strategy's own aggregator, typed as what it is
+        aggregator = cast(DPSumAggregator, self.dp.new_aggregator())
+        if not self.server_clip:
+            aggregator.clip = math.inf
+        return _Recorder(aggregator, self)
 
 
 class _CanaryTap:
@@ -235,46 +245,18 @@ class _CanaryTap:
         return self.inner.result()
 
 
-class ReleaseRecorder(Strategy):
+class ReleaseRecorder(_Delegating):
     """Wraps any strategy; records the canary's release as it arrives (local DP)."""
 
     def __init__(self, inner: Strategy, seed: int, clip: float) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.always_apply = inner.always_apply
+        super().__init__(inner)
         self.seed, self.clip = seed, clip
         self.round = 0
         self.scores: dict[int, float] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def start(self, global_state: Mapping[str, Tensor]) -> None:
-        self.inner.start(global_state)
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
         self.round = rnd
         return self.inner.fit_config(rnd)
 
-    def downlink_extras(self) -> Tensors:
-        return self.inner.downlink_extras()
-
-    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
-        return self.inner.update_extras(global_state)
-
-    def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
-        self.inner.check_meta(client_id, meta)
-
     def new_aggregator(self) -> Aggregator:
         return _CanaryTap(self.inner.new_aggregator(), self)
-
-    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
-        return self.inner.apply(global_state, aggregate)
-
-    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
-        self.inner.load_state_dict(tensors, rest)
