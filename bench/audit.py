@@ -77,10 +77,16 @@ def main() -> None:
     parser.add_argument("--canaries", type=int, default=200, help="canary rounds per audit")
     parser.add_argument("--quick", action="store_true", help="5 audits of each")
     parser.add_argument("--mode", choices=["central", "local"], default="central")
+    parser.add_argument(
+        "--mechanisms",
+        default=",".join(BROKEN),
+        help="comma-separated subset of " + ", ".join(BROKEN),
+    )
     args = parser.parse_args()
     audits = 5 if args.quick else args.audits
     base = [*CONFIG, f"privacy.mode={args.mode}"]
-    mechanisms = [b for b in BROKEN if args.mode == "central" or b != "no_clip"]
+    chosen = args.mechanisms.split(",")
+    mechanisms = [b for b in BROKEN if b in chosen and (args.mode == "central" or b != "no_clip")]
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)  # the seeded-noise warning, once per audit
     audit_config(load_config(None, base), canaries=20)  # warm-up: imports, PRV claim

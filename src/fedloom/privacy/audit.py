@@ -1,30 +1,33 @@
-"""An empirical lower bound on ε for central DP-FedAvg, measured on a real federation.
+"""An empirical lower bound on ε for central or local DP, measured on a real federation.
 
 What is audited: the configured federation (its data, clients, sampler, codecs,
-transport, validation, ``DPSumAggregator`` and noise source) runs ``canaries`` rounds.
-Round r has a fresh canary client whose crafted update (norm 10·clip along a random
-direction u_r) is added to the round's participants by an independent fair coin
-b_r (``fedloom.privacy.canary``).
+transport, validation, DP aggregator or local mechanism, and noise source) runs
+``canaries`` rounds. Round r has a fresh canary client with a crafted update (norm
+10·clip along a random direction u_r) and an independent fair coin b_r
+(``fedloom.privacy.canary``). Central: the coin adds the canary to the round's
+participants. Local: the canary takes part in every round and the coin is the sign of
+its update (two inputs at the mechanism's sensitivity 2·clip).
 
-Threat model: a white-box auditor sees every round's release and knows the other
-participants' updates; it scores round r by s_r = ⟨qN·release_r − Σ others, u_r⟩ / clip
-(the canary's clipped share, 1, plus noise) and guesses b_r = 1 exactly when s_r > ½.
-Every round is guessed (no abstention).
+Threat model: a white-box auditor sees every round's release. Central: it knows the
+other participants' updates and scores round r by s_r = ⟨qN·release_r − Σ others,
+u_r⟩ / clip (the canary's clipped share, 1, plus noise), guessing b_r = 1 exactly when
+s_r > ½. Local: it scores the canary's own release, ⟨release_r, u_r⟩ / clip, and
+guesses "+" when positive. Every round is guessed (no abstention).
 
 The claim tested: the guarantee the accountant composes, per round. Conditionally on
 everything released before, round r must be (ε(δ), δ)-DP for its canary for every δ,
 where ε(δ) is the accountant's ε of one Gaussian step with the configured noise
-multiplier at sample rate 1 (the canary is always sampled when in). Then any guess of
-b_r is right with probability at most p(δ) = (e^ε(δ) + δ) / (1 + e^ε(δ)) given the
-past, so the number W of right guesses in n rounds is stochastically dominated by
+multiplier at sample rate 1 (the canary is always sampled). Then any guess of b_r is
+right with probability at most p(δ) = (e^ε(δ) + δ) / (1 + e^ε(δ)) given the past, so
+the number W of right guesses in n rounds is stochastically dominated by
 Binomial(n, p) (the one-run argument of Steinke, Nasr and Jagielski 2023, "Privacy
-Auditing with One (1) Training Run", with independent rounds in place of their m
-simultaneous canaries, hence no m·δ term). The audit tests at the δ* of a fixed grid
-that makes p smallest (a function of the claim only, so the test stays sound).
+Auditing with One (1) Training Run", with one canary per round in sequence in place of
+their m canaries in one release, hence no m·δ term). The audit tests at the δ* that
+makes p smallest (a function of the claim only, so the test stays sound).
 
 Bound: with p⁻ the one-sided Clopper–Pearson lower bound on the accuracy W / n at
-confidence 1 − α, ε ≥ log((p⁻ − δ*) / (1 − p⁻)) with confidence 1 − α. A correct
-mechanism is flagged with probability at most α. Sampling amplification and
+confidence 1 − α, ε ≥ log((p⁻ − δ*) / (1 − p⁻)) with confidence 1 − α. A mechanism that
+meets its claim is flagged with probability at most α. Sampling amplification and
 composition over rounds are the accountant's mathematics and are not audited.
 """
 
@@ -75,7 +78,7 @@ NOISE_FACTOR: dict[Broken, float] = {
 }
 """Positive controls: the noise scaled down, or (``no_clip``) the server not clipping."""
 GUESS_THRESHOLD = 0.5
-"""Guess "in" when the score exceeds half the clipped canary's share."""
+"""Central: guess "in" when the score exceeds half the clipped canary's share."""
 DELTA_GRID_SIZE = 40
 
 

@@ -32,7 +32,7 @@ def audit(
         str, typer.Option(help="Positive control: none | half_noise | no_noise | no_clip.")
     ] = "none",
 ) -> None:
-    """Audit the central DP mechanism with canary clients: empirical ε lower bound."""
+    """Audit central or local DP with canary clients: empirical per-round ε lower bound."""
     from fedloom.privacy.audit import BROKEN, audit_config
 
     items = args or []
