@@ -3,10 +3,12 @@
     .venv/bin/python bench/audit.py               # 20 audits of each mechanism (~8 minutes)
     .venv/bin/python bench/audit.py --quick       # 5 of each (~2 minutes)
     .venv/bin/python bench/audit.py --mode local  # local DP (no no_clip control)
+    .venv/bin/python bench/audit.py --mode dpsgd  # DP-SGD, gradient canaries (no no_clip)
 
 Each audit is ``fedloom audit`` on a real federation (digits, 10 logreg clients, all
 sampled each round, noise multiplier 1) with its own seed (data split, model, noise,
-coins), ``--canaries`` rounds with one canary each, at 95% confidence. Prints a markdown
+coins), ``--canaries`` rounds with one canary each (dpsgd: ``--canaries`` DP-SGD steps of
+client 0, one gradient canary each), at 95% confidence. Prints a markdown
 table: flag rate against the rate a Gaussian model of each mechanism predicts, the mean
 lower bound, the accountant's per-round ε at the audit's δ, and seconds per audit.
 """
@@ -40,7 +42,8 @@ CONFIDENCE = 0.95
 
 
 def model_accuracy(broken: Broken, z: float) -> float:
-    """P[guess right] if the noise were exactly Gaussian: guess "in" above ½ (in clips)."""
+    """P[guess right] if the noise were exactly Gaussian: guess "in" above ½ (in clips).
+    The same for central DP and DP-SGD: a share of 1 clip, noise of std z clips."""
     out_right = norm.cdf(0.5 / z)
     if broken == "half_noise":
         return float(norm.cdf(1.0 / z))
@@ -60,10 +63,10 @@ def model_flag_rate(accuracy: float, canaries: int, max_accuracy: float) -> floa
 
 
 def audit_many(
-    base: list[str], broken: Broken, audits: int, canaries: int
+    base: list[str], broken: Broken, audits: int, canaries: int, first_seed: int = 0
 ) -> tuple[list[AuditResult], float]:
     results, start = [], time.perf_counter()
-    for seed in range(audits):
+    for seed in range(first_seed, first_seed + audits):
         config = load_config(None, [*base, f"seed={seed}"])
         results.append(
             audit_config(config, canaries=canaries, confidence=CONFIDENCE, broken=broken)
@@ -74,9 +77,12 @@ def audit_many(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--audits", type=int, default=20, help="audits of each mechanism")
-    parser.add_argument("--canaries", type=int, default=200, help="canary rounds per audit")
+    parser.add_argument(
+        "--canaries", type=int, default=200, help="canary rounds (dpsgd: steps) per audit"
+    )
     parser.add_argument("--quick", action="store_true", help="5 audits of each")
-    parser.add_argument("--mode", choices=["central", "local"], default="central")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first audit")
+    parser.add_argument("--mode", choices=["central", "local", "dpsgd"], default="central")
     parser.add_argument(
         "--mechanisms",
         default=",".join(BROKEN),
@@ -93,11 +99,12 @@ def main() -> None:
     print(f"config: {' '.join(base)}; {args.canaries} canaries, {CONFIDENCE:.0%} confidence\n")
     print(
         "| mechanism | audits | flagged | flag rate | Gaussian-model flag rate "
-        "| mean ε lower bound | accountant ε (per round) | δ | mean right guesses | s / audit |"
+        f"| mean ε lower bound | accountant ε (per {'step' if args.mode == 'dpsgd' else 'round'}) "
+        "| δ | mean right guesses | s / audit |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for broken in mechanisms:
-        results, seconds = audit_many(base, broken, audits, args.canaries)
+        results, seconds = audit_many(base, broken, audits, args.canaries, args.first_seed)
         first = results[0]
         flagged = sum(r.violation for r in results)
         expected = model_flag_rate(model_accuracy(broken, Z), args.canaries, first.max_accuracy)

@@ -13,13 +13,20 @@ from fedloom.privacy.audit import (
     accuracy_lower,
     audit_config,
     central_game,
+    dpsgd_game,
     epsilon_lower,
     local_game,
     max_accuracy,
     per_round_claim,
 )
-from fedloom.privacy.canary import CanarySampler, ScaledNoise, canary_direction
+from fedloom.privacy.canary import (
+    CanarySampler,
+    IncludingSampler,
+    ScaledNoise,
+    canary_direction,
+)
 from fedloom.privacy.noise import SeededNoise
+from fedloom.privacy.sgd_canary import clipped_sum, step_direction
 
 ARGS = [
     "clients.num=10",
@@ -33,6 +40,7 @@ ARGS = [
 
 
 LOCAL = [*ARGS[:-2], "privacy.mode=local", "privacy.noise_multiplier=1.0"]
+DPSGD = [*ARGS[:-2], "privacy.mode=dpsgd", "privacy.noise_multiplier=1.0"]
 
 
 def _experiment(args: list[str]) -> Experiment:
@@ -157,8 +165,10 @@ def test_cli_exit_code_flags_violation() -> None:
 
 
 def test_audit_refuses_what_it_cannot_audit() -> None:
-    with pytest.raises(ConfigError, match="privacy.mode=central or local"):
-        audit_config(load_config(None, ["privacy.mode=dpsgd", "privacy.noise_multiplier=1"]))
+    with pytest.raises(ConfigError, match="privacy.mode=central, local or dpsgd"):
+        audit_config(load_config(None, ["privacy.mode=none"]))
+    with pytest.raises(ConfigError, match="no_clip is a control of privacy.mode=central"):
+        audit_config(load_config(None, DPSGD), canaries=20, broken="no_clip")
     with pytest.raises(ConfigError, match="no_clip is a control of privacy.mode=central"):
         audit_config(load_config(None, LOCAL), canaries=20, broken="no_clip")
     with pytest.raises(ConfigError, match="canaries must be >= 20"):
@@ -166,3 +176,64 @@ def test_audit_refuses_what_it_cannot_audit() -> None:
     runner = CliRunner()
     bad = runner.invoke(app, ["audit", *ARGS, "--broken", "quarter_noise"])
     assert bad.exit_code == 2
+
+
+def test_clipped_sum_clips_each_sample_over_all_its_tensors_as_opacus_does() -> None:
+    # sample 1: ‖(3, 4, 0)‖ = 5, scaled to norm 1; sample 2: ‖(0.3, 0, 0.4)‖ = 0.5, kept
+    weight = torch.tensor([[3.0, 4.0], [0.3, 0.0]])
+    bias = torch.tensor([[0.0], [0.4]])
+    summed = clipped_sum([weight, bias], 1.0)
+    assert summed[0].tolist() == pytest.approx([0.6 + 0.3, 0.8], abs=1e-6)
+    assert summed[1].tolist() == pytest.approx([0.4], abs=1e-6)
+    empty = clipped_sum([torch.zeros(0, 2), torch.zeros(0, 1)], 1.0)
+    assert empty[0].tolist() == [0.0, 0.0] and empty[1].tolist() == [0.0]
+
+
+def test_step_direction_is_a_fresh_unit_vector_per_step() -> None:
+    shapes = [torch.Size([2, 3]), torch.Size([4])]
+    u = step_direction(shapes, 0, 7)
+    assert math.fsum(float(t.pow(2).sum()) for t in u) == pytest.approx(1.0)
+    assert torch.equal(u[0], step_direction(shapes, 0, 7)[0])
+    assert not torch.equal(u[0], step_direction(shapes, 0, 8)[0])
+
+
+def test_including_sampler_adds_the_audited_client_only_when_left_out() -> None:
+    class Fixed:
+        expected_per_round = 2.0
+
+        def sample(self, rnd: int) -> list[int]:
+            return [0, 1] if rnd == 1 else [2, 3]
+
+    sampler = IncludingSampler(Fixed(), 0)
+    assert sampler.sample(1) == [0, 1]
+    assert sampler.sample(2) == [2, 3, 0]
+
+
+def test_dpsgd_auditor_recovers_each_gradient_canarys_share_without_noise() -> None:
+    coins = [True, False, True, False, False, True, True]
+    game = dpsgd_game(_experiment(DPSGD), coins, "no_noise", 0)
+    # Opacus clipped the 10·clip canary gradient to clip (share 1); the batch subtracted
+    assert game.scores == pytest.approx([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0], abs=1e-5)
+    assert (game.threshold, game.noise_multiplier) == (0.5, 1.0)
+    assert game.run_epsilon == pytest.approx(9.05, abs=0.01)  # client 0: q = 64/143, 9 steps
+
+
+def test_dpsgd_half_noise_is_flagged_and_the_correct_mechanism_is_not() -> None:
+    config = load_config(None, DPSGD)
+    half = audit_config(config, canaries=150, broken="half_noise")
+    correct = audit_config(config, canaries=150)
+    assert half.max_accuracy == pytest.approx(0.693, abs=0.002)  # one step, z = 1: Φ(½)
+    assert half.violation and half.epsilon_lower > half.epsilon_claimed
+    assert (half.correct, correct.correct) == (127, 101)  # of 150; Φ(1), Φ(½): 126, 104
+    assert half.unit == "step"
+    assert not correct.violation and correct.epsilon_lower == 0.0
+
+
+@pytest.mark.slow
+def test_cli_flags_dpsgd_half_noise() -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["audit", *DPSGD, "--canaries", "100"])
+    assert ok.exit_code == 0, ok.output
+    assert "one step" in ok.output
+    bad = runner.invoke(app, ["audit", *DPSGD, "--canaries", "100", "--broken", "half_noise"])
+    assert bad.exit_code == 3, bad.output

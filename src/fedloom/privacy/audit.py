@@ -1,4 +1,4 @@
-"""An empirical lower bound on ε for central or local DP, measured on a real federation.
+"""An empirical lower bound on ε for central DP, local DP or DP-SGD, on a real federation.
 
 What is audited: the configured federation (its data, clients, sampler, codecs,
 transport, validation, DP aggregator or local mechanism, and noise source) runs
@@ -6,19 +6,27 @@ transport, validation, DP aggregator or local mechanism, and noise source) runs
 10·clip along a random direction u_r) and an independent fair coin b_r
 (``fedloom.privacy.canary``). Central: the coin adds the canary to the round's
 participants. Local: the canary takes part in every round and the coin is the sign of
-its update (two inputs at the mechanism's sensitivity 2·clip).
+its update (two inputs at the mechanism's sensitivity 2·clip). DP-SGD: client 0 takes
+part in every round until ``canaries`` of its DP-SGD steps are played; step t has a
+gradient canary (``fedloom.privacy.sgd_canary``: a per-sample gradient of norm
+10·clip along u_t, added to Opacus' per-sample gradients) when its coin b_t says so.
 
 Threat model: a white-box auditor sees every round's release. Central: it knows the
 other participants' updates and scores round r by s_r = ⟨qN·release_r − Σ others,
 u_r⟩ / clip (the canary's clipped share, 1, plus noise), guessing b_r = 1 exactly when
 s_r > ½. Local: it scores the canary's own release, ⟨release_r, u_r⟩ / clip, and
-guesses "+" when positive. Every round is guessed (no abstention).
+guesses "+" when positive. DP-SGD: it sees each step's noisy clipped-gradient sum,
+knows the other samples' per-sample gradients, and scores step t by ⟨release_t − Σ
+clipped others, u_t⟩ / clip, guessing "in" when above ½. Every round (step) is guessed
+(no abstention).
 
 The claim tested: the guarantee the accountant composes, per round. Conditionally on
 everything released before, round r must be (ε(δ), δ)-DP for its canary for every δ,
 where ε(δ) is the accountant's ε of one Gaussian step with the configured noise
-multiplier at sample rate 1 (the canary is always sampled). Then any guess of b_r is
-right with probability at most p(δ) = (e^ε(δ) + δ) / (1 + e^ε(δ)) given the past, so
+multiplier at sample rate 1 (the canary is always sampled; DP-SGD: "round" reads
+"step", the multiplier is the audited client's z_k, the sensitivity clip). Then any
+guess of b_r is right with probability at most p(δ) = (e^ε(δ) + δ) / (1 + e^ε(δ))
+given the past, so
 the number W of right guesses in n rounds is stochastically dominated by
 Binomial(n, p) (the one-run argument of Steinke, Nasr and Jagielski 2023, "Privacy
 Auditing with One (1) Training Run", with one canary per round in sequence in place of
@@ -46,22 +54,26 @@ from scipy.stats import beta
 
 from fedloom.client.client import Client
 from fedloom.client.context import UpdateHook
+from fedloom.client.trainer import planned_steps
 from fedloom.config import FedConfig
-from fedloom.core.errors import ConfigError
+from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.core.seeding import generator
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.canary import (
     CanaryRecorder,
     CanarySampler,
     CanaryTrainer,
+    IncludingSampler,
     ReleaseRecorder,
     ScaledNoise,
     canary_id,
 )
 from fedloom.privacy.central import CentralDPStrategy
 from fedloom.privacy.config import AccountantName
+from fedloom.privacy.dpsgd import DPSGDTrainer
 from fedloom.privacy.local import ParticipationLedger, local_dp_hook
 from fedloom.privacy.noise import noise_source
+from fedloom.privacy.sgd_canary import CanaryDPSGDTrainer, GradientCanaries
 from fedloom.server import Server
 from fedloom.server.strategy import Strategy
 
@@ -156,6 +168,8 @@ class AuditResult:
     """The accountant's ε for the whole configured run at ``run_delta`` (for reference)."""
     run_delta: float
     broken: Broken
+    unit: Literal["round", "step"] = "round"
+    """What one canary is tested in: a federation round, or one client's DP-SGD step."""
 
     @property
     def violation(self) -> bool:
@@ -263,9 +277,61 @@ def local_game(experiment: Experiment, coins: list[bool], broken: Broken, seed: 
     )
 
 
+AUDITED_CLIENT = "0"
+"""DP-SGD: the client whose local training carries the gradient canaries."""
+
+
+def dpsgd_game(experiment: Experiment, coins: list[bool], broken: Broken, seed: int) -> Game:
+    """Step t of client ``AUDITED_CLIENT``'s DP-SGD gets a gradient canary when
+    ``coins[t]``; the client takes part in every round until every coin is played."""
+    if broken == "no_clip":
+        raise ConfigError(["fedloom audit: --broken no_clip is a control of privacy.mode=central"])
+    parts, clients = experiment.parts, experiment.clients
+    trainer = parts.trainer
+    if not isinstance(trainer, DPSGDTrainer):  # assembly time, not the round loop
+        raise ConfigError(["fedloom audit: another feature replaced the DP-SGD trainer"])
+    n = len(clients[AUDITED_CLIENT].data)
+    steps = planned_steps(trainer.config, n)
+    if steps == 0:
+        raise ConfigError([f"fedloom audit: client {AUDITED_CLIENT} has no training data"])
+    canaries = GradientCanaries(coins, seed, trainer.clip, AUDITED_CLIENT)
+    audited = CanaryDPSGDTrainer(
+        trainer, ScaledNoise(trainer.noise, NOISE_FACTOR[broken]), canaries
+    )
+    for client in clients.values():
+        client.trainer = audited
+    server = Server(
+        global_state=experiment.server.global_state,
+        client_ids=list(clients),
+        strategy=parts.strategy,
+        sampler=IncludingSampler(experiment.server.sampler, list(clients).index(AUDITED_CLIENT)),
+        transport=parts.transport({cid: c.handle for cid, c in clients.items()}),
+        down=parts.down,
+        up=parts.up,
+        weighting=experiment.server.weighting,
+    )
+    server.run(math.ceil(len(coins) / steps))
+    if len(canaries.scores) != len(coins):
+        raise FedloomError(
+            f"fedloom audit: {len(canaries.scores)} of {len(coins)} canary steps were seen; "
+            "the DP-SGD audit needs clients trained in this process (no process pool)"
+        )
+    z = trainer.noise_multipliers[AUDITED_CLIENT]
+    run = Accountant(trainer.ledgers.kind)
+    run.step(z, min(trainer.config.batch_size or n, n) / n, steps * experiment.config.rounds)
+    return Game(
+        canaries.scores,
+        GUESS_THRESHOLD,
+        z,
+        trainer.ledgers.kind,
+        run.epsilon(experiment.config.privacy.delta),
+    )
+
+
 _GAMES: dict[str, Callable[[Experiment, list[bool], Broken, int], Game]] = {
     "central": central_game,
     "local": local_game,
+    "dpsgd": dpsgd_game,
 }
 
 
@@ -277,10 +343,13 @@ def audit_config(
     broken: Broken = "none",
 ) -> AuditResult:
     """Assemble the federation ``config`` describes and audit its central or local DP
-    mechanism with ``canaries`` rounds, one canary each (nothing is written to disk)."""
+    mechanism with ``canaries`` rounds, one canary each, or its DP-SGD with ``canaries``
+    steps of one client, one gradient canary each (nothing is written to disk)."""
     cfg = config.privacy
     if cfg.mode not in _GAMES:
-        raise ConfigError([f"fedloom audit needs privacy.mode=central or local (got {cfg.mode!r})"])
+        raise ConfigError(
+            [f"fedloom audit needs privacy.mode=central, local or dpsgd (got {cfg.mode!r})"]
+        )
     if cfg.adaptive_clip:
         raise ConfigError(["fedloom audit: turn privacy.adaptive_clip off to audit"])
     if canaries < 20:
@@ -307,4 +376,5 @@ def audit_config(
         run_epsilon=game.run_epsilon,
         run_delta=cfg.delta,
         broken=broken,
+        unit="step" if cfg.mode == "dpsgd" else "round",
     )

@@ -111,6 +111,21 @@ class CanarySampler:
         return [*chosen, self.first + rnd - 1] if self.coins[rnd - 1] else chosen
 
 
+class IncludingSampler:
+    """The run's sampler, plus client ``index`` whenever the sampler left it out."""
+
+    def __init__(self, inner: Sampler, index: int) -> None:
+        self.inner, self.index = inner, index
+
+    @property
+    def expected_per_round(self) -> float:
+        return self.inner.expected_per_round
+
+    def sample(self, rnd: int) -> list[int]:
+        chosen = list(self.inner.sample(rnd))
+        return chosen if self.index in chosen else [*chosen, self.index]
+
+
 class ScaledNoise:
     """A noise source whose scale is ``factor`` times the one asked for: the half-noise
     (0.5) and no-noise (0) positive controls."""

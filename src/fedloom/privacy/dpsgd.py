@@ -42,7 +42,7 @@ from fedloom.privacy.modes import noise_multiplier_for, refuse_over_network
 from fedloom.privacy.noise import NoiseSource, noise_source, poisson_mask
 
 
-class _KeyedNoiseDPOptimizer(DPOptimizer):
+class KeyedNoiseDPOptimizer(DPOptimizer):
     """Opacus' DPOptimizer; the noise is drawn from a fedloom ``NoiseSource``."""
 
     def __init__(self, *args: Any, noise: NoiseSource, keys: tuple[object, ...], **kw: Any) -> None:
@@ -136,6 +136,22 @@ class DPSGDTrainer(LocalTrainer):
         self.secure_batches = secure_batches
         """Poisson batches from the OS's CSPRNG instead of the client's seeded generator."""
 
+    def optimizer(
+        self, params: list[nn.Parameter], z: float, batch: int, ctx: FitContext
+    ) -> DPOptimizer:
+        """Opacus' optimizer for one client's round (the audit's canaries override this)."""
+        cfg = self.config
+        return KeyedNoiseDPOptimizer(
+            torch.optim.SGD(
+                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            ),
+            noise_multiplier=z,
+            max_grad_norm=self.clip,
+            expected_batch_size=batch,
+            noise=self.noise,
+            keys=(ctx.round, ctx.client_id),
+        )
+
     def train(
         self,
         model: nn.Module,
@@ -151,16 +167,7 @@ class DPSGDTrainer(LocalTrainer):
         z = self.noise_multipliers[ctx.client_id]
         gsm = GradSampleModule(model, loss_reduction="mean")
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = _KeyedNoiseDPOptimizer(
-            torch.optim.SGD(
-                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-            ),
-            noise_multiplier=z,
-            max_grad_norm=self.clip,
-            expected_batch_size=batch,
-            noise=self.noise,
-            keys=(ctx.round, ctx.client_id),
-        )
+        optimizer = self.optimizer(params, z, batch, ctx)
         model.train()
         loss_sum, seen = 0.0, 0
         try:
