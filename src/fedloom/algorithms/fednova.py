@@ -24,6 +24,7 @@ from fedloom.client.trainer import TrainConfig, planned_steps
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.tensors import Tensors
 from fedloom.server.aggregate import WeightedSum
+from fedloom.server.validate import shorten
 
 
 def step_normalizer(steps: int, momentum: float) -> float:
@@ -48,9 +49,8 @@ def normalizer_of(meta: Mapping[str, Any]) -> float:
     a = meta.get(key)
     if isinstance(a, int | float) and not isinstance(a, bool) and 0 < a <= MAX_NORMALIZER:
         return float(a)  # the comparison rejects NaN, inf and 10**400 before float()
-    text = repr(a) if len(repr(a)) <= 40 else repr(a)[:37] + "..."
     raise UpdateRejected(
-        f"FedNova needs a step count {key} in (0, {MAX_NORMALIZER:g}] in meta, got {text}"
+        f"FedNova needs a step count {key} in (0, {MAX_NORMALIZER:g}] in meta, got {shorten(a)}"
     )
 
 

@@ -7,7 +7,6 @@ Everything else in the federation (strategy, codecs, hooks, checkpoints) is unch
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from fedloom.compression.codec import max_encoded_bytes
 from fedloom.core.errors import ConfigError
+from fedloom.core.files import read_json
 from fedloom.network.config import NetworkConfig, read_file
 from fedloom.parts import Parts
 from fedloom.transport.inprocess import Handler
@@ -33,13 +33,7 @@ if TYPE_CHECKING:  # grpcio is an optional extra: import it only when a run uses
 
 def load_tokens(path: str | Path) -> dict[str, str]:
     """A tokens file: a JSON object mapping client ids to their secret tokens."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError([f"network.tokens_file: cannot read {path}: {error}"]) from None
-    except ValueError as error:
-        raise ConfigError([f"network.tokens_file: {path} is not JSON: {error}"]) from None
+    doc = read_json(path, "network.tokens_file")
     if not isinstance(doc, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and len(v) >= 16 for k, v in doc.items()
     ):

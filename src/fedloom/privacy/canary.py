@@ -37,7 +37,7 @@ from fedloom.privacy.central import CentralDPStrategy, DPSumAggregator
 from fedloom.privacy.clipping import clip_update
 from fedloom.privacy.noise import NoiseSource
 from fedloom.server.sampler import Sampler
-from fedloom.server.strategy import Aggregator, Strategy
+from fedloom.server.strategy import Aggregator, DelegatingStrategy, Strategy
 
 CANARY_NORM = 10.0
 """Canary update norm in units of the clip: the server's clipping has work to do."""
@@ -178,48 +178,7 @@ class _Recorder:
         return released
 
 
-class _Delegating(Strategy):
-    """A strategy that is ``inner`` in every respect but the ones a subclass overrides."""
-
-    def __init__(self, inner: Strategy) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.always_apply = inner.always_apply
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def start(self, global_state: Mapping[str, Tensor]) -> None:
-        self.inner.start(global_state)
-
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        return self.inner.fit_config(rnd)
-
-    def downlink_extras(self) -> Tensors:
-        return self.inner.downlink_extras()
-
-    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
-        return self.inner.update_extras(global_state)
-
-    def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
-        self.inner.check_meta(client_id, meta)
-
-    def new_aggregator(self) -> Aggregator:
-        return self.inner.new_aggregator()
-
-    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
-        return self.inner.apply(global_state, aggregate)
-
-    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
-        self.inner.load_state_dict(tensors, rest)
-
-
-class CanaryRecorder(_Delegating):
+class CanaryRecorder(DelegatingStrategy):
     """Wraps the central DP strategy; each round's aggregator records the canary score.
     ``server_clip=False`` switches the server's clipping off (a positive control)."""
 
@@ -260,7 +219,7 @@ class _CanaryTap:
         return self.inner.result()
 
 
-class ReleaseRecorder(_Delegating):
+class ReleaseRecorder(DelegatingStrategy):
     """Wraps any strategy; records the canary's release as it arrives (local DP)."""
 
     def __init__(self, inner: Strategy, seed: int, clip: float) -> None:

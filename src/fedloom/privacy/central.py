@@ -44,7 +44,7 @@ from fedloom.privacy.grid import (
     to_grid,
 )
 from fedloom.privacy.noise import NoiseSource
-from fedloom.server.strategy import Aggregator, Strategy
+from fedloom.server.strategy import Aggregator, DelegatingStrategy, Strategy
 
 CLIP_KEY = "dp_clip"
 """Round meta: the clip the server will apply this round."""
@@ -185,25 +185,18 @@ class DPSumAggregator:
         return (doubled + int(noise)) / (2 * fine)
 
 
-class CentralDPStrategy(Strategy):
+class CentralDPStrategy(DelegatingStrategy):
     """Wraps a strategy: its aggregator becomes ``DPSumAggregator``; everything else
     (server optimizer, extras, state) is the wrapped strategy's."""
 
-    always_apply = True
-    """A round with no update still releases (noise only) and is accounted."""
-
     def __init__(self, inner: Strategy, mech: CentralMechanism) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.mech = mech
         self.name = f"dp-{inner.name}"
+        self.always_apply = True
+        """A round with no update still releases (noise only) and is accounted."""
         self.round = 0
         self.template: Tensors = {}
-
-    def __getattr__(self, name: str) -> Any:
-        # only for attributes this wrapper does not define (e.g. server_optimizer)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def start(self, global_state: Mapping[str, Tensor]) -> None:
         self.inner.start(global_state)
@@ -214,20 +207,5 @@ class CentralDPStrategy(Strategy):
         self.round = rnd  # the server asks once per round, right before new_aggregator
         return {**self.inner.fit_config(rnd), CLIP_KEY: self.mech.current_clip}
 
-    def downlink_extras(self) -> Tensors:
-        return self.inner.downlink_extras()
-
-    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
-        return self.inner.update_extras(global_state)
-
     def new_aggregator(self) -> Aggregator:
         return DPSumAggregator(self.mech, self.round, self.template)
-
-    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
-        return self.inner.apply(global_state, aggregate)
-
-    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
-        self.inner.load_state_dict(tensors, rest)

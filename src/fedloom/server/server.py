@@ -14,7 +14,7 @@ from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
 from fedloom.server.sampler import Sampler
 from fedloom.server.strategy import Strategy
-from fedloom.server.validate import UpdateSpec, check_meta, check_update
+from fedloom.server.validate import ReplyMeta, UpdateSpec, check_reply
 from fedloom.server.weights import CappedClaims, Weighting
 from fedloom.transport.base import Failure, Transport
 from fedloom.transport.wire import frame_size
@@ -114,8 +114,7 @@ class Server:
                 continue
             tally.bytes_up += frame_size(reply)
             try:
-                update = self._decode(reply, rnd, cid)
-                meta = check_meta(reply.meta)
+                update, meta = self._decode(reply, rnd, cid)
                 self.strategy.check_meta(cid, reply.meta)
                 aggregator.add(cid, update, reply.meta)
             except UpdateRejected as why:
@@ -137,11 +136,11 @@ class Server:
             )
         return self._metrics(rnd, last, aggregator.count, bytes_down, tally, start)
 
-    def _decode(self, reply: Message, rnd: int, cid: str) -> Tensors:
-        """``check_update``, where any other exception a hostile payload might still raise in
+    def _decode(self, reply: Message, rnd: int, cid: str) -> tuple[Tensors, ReplyMeta]:
+        """``check_reply``, where any other exception a hostile payload might still raise in
         a decoder is a rejection too (logged with its traceback): never a crashed server."""
         try:
-            return check_update(reply, rnd, cid, self.spec, self.up)
+            return check_reply(reply, rnd, cid, self.spec, self.up)
         except UpdateRejected:
             raise
         except Exception as error:

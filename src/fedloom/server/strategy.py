@@ -145,6 +145,49 @@ class Strategy:
         self._optimizer.load_state_dict(tensors, rest)
 
 
+class DelegatingStrategy(Strategy):
+    """A strategy that is ``inner`` in every respect but the ones a subclass overrides: the
+    base of wrappers such as central DP (which replaces the aggregator) or an audit's
+    recorder. Attributes it does not define (e.g. ``server_optimizer``) are ``inner``'s."""
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.always_apply = inner.always_apply
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def start(self, global_state: Mapping[str, Tensor]) -> None:
+        self.inner.start(global_state)
+
+    def fit_config(self, rnd: int) -> dict[str, Any]:
+        return self.inner.fit_config(rnd)
+
+    def downlink_extras(self) -> Tensors:
+        return self.inner.downlink_extras()
+
+    def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
+        return self.inner.update_extras(global_state)
+
+    def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
+        self.inner.check_meta(client_id, meta)
+
+    def new_aggregator(self) -> Aggregator:
+        return self.inner.new_aggregator()
+
+    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
+        return self.inner.apply(global_state, aggregate)
+
+    def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(tensors, rest)
+
+
 def _sgd(lr: float, momentum: float = 0.0) -> OptimizerFactory:
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
 

@@ -40,7 +40,7 @@ def check_int(meta: Mapping[str, Any], key: str, low: int, high: int) -> int:
     """``meta[key]`` as a true ``int`` (never a bool) in ``[low, high]``."""
     value = meta.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise UpdateRejected(f"{key} must be an integer in [{low}, {high}], got {_show(value)}")
+        raise UpdateRejected(f"{key} must be an integer in [{low}, {high}], got {shorten(value)}")
     return value
 
 
@@ -50,14 +50,14 @@ def check_real(
     """``meta[key]`` as a finite float in ``[low, high]`` (an int or a float, never a bool)."""
     value = meta.get(key)
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise UpdateRejected(f"{key} must be a number, got {_show(value)}")
+        raise UpdateRejected(f"{key} must be a number, got {shorten(value)}")
     try:
         real = float(value)
     except OverflowError:  # an int beyond float range, e.g. 10**400
         real = math.inf
     if not (math.isfinite(real) and low <= real <= high):
         raise UpdateRejected(
-            f"{key} must be a finite number in [{low:g}, {high:g}], got {_show(value)}"
+            f"{key} must be a finite number in [{low:g}, {high:g}], got {shorten(value)}"
         )
     return real
 
@@ -74,7 +74,7 @@ def check_meta(meta: Mapping[str, Any]) -> ReplyMeta:
     return ReplyMeta(n, loss)
 
 
-def _show(value: object) -> str:
+def shorten(value: object) -> str:
     """A short repr: a hostile value may be a 400-digit integer or a huge string."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
@@ -99,6 +99,13 @@ def check_update(
     message: Message, rnd: int, sender: str, spec: UpdateSpec, codec: Codec
 ) -> Tensors:
     """The decoded update, or ``UpdateRejected`` naming the first problem found."""
+    return check_reply(message, rnd, sender, spec, codec)[0]
+
+
+def check_reply(
+    message: Message, rnd: int, sender: str, spec: UpdateSpec, codec: Codec
+) -> tuple[Tensors, ReplyMeta]:
+    """``check_update``'s update together with the checked meta fields, each checked once."""
     if message.kind != "fit_result":
         raise UpdateRejected(f"expected a fit_result, got {message.kind!r}")
     if message.round != rnd:
@@ -108,7 +115,7 @@ def check_update(
     size = frame_size(message)
     if size > spec.max_bytes:
         raise UpdateRejected(f"update of {size} bytes exceeds the limit of {spec.max_bytes}")
-    check_meta(message.meta)
+    meta = check_meta(message.meta)
     update = codec.decode(message.payload)
     missing, extra = sorted(set(spec.shapes) - set(update)), sorted(set(update) - set(spec.shapes))
     if missing or extra:
@@ -121,4 +128,4 @@ def check_update(
         # min and max propagate NaN and expose ±inf: two reductions, no temporary mask
         if t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
             raise UpdateRejected(f"{name}: contains NaN or infinite values")
-    return update
+    return update, meta

@@ -16,7 +16,6 @@ aggregator sees it:
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor
 
 from fedloom.core.errors import ConfigError, UpdateRejected
+from fedloom.core.files import read_json
 from fedloom.core.tensors import Tensors
 from fedloom.server.strategy import Aggregator
 from fedloom.server.validate import MAX_EXAMPLES
@@ -161,14 +161,8 @@ class CappedClaims:
 
 def load_sizes(path: str | Path, client_ids: Sequence[str]) -> dict[str, int]:
     """A sizes file: a JSON object ``{client_id: examples}``, each in [1, MAX_EXAMPLES]."""
-    path = Path(path)
     key = "network.client_sizes_file"
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError([f"{key}: cannot read {path}: {error}"]) from None
-    except ValueError as error:
-        raise ConfigError([f"{key}: {path} is not JSON: {error}"]) from None
+    doc = read_json(path, key)
     if not isinstance(doc, dict) or not all(
         isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_EXAMPLES
         for n in doc.values()
