@@ -28,7 +28,7 @@ from fedloom.client.store import (
     save_client_states,
 )
 from fedloom.config import FedConfig, load_config, to_yaml
-from fedloom.core.errors import ConfigError
+from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
 from fedloom.data import FederatedDataset, load_federated
@@ -48,6 +48,7 @@ from fedloom.rundir import (
 )
 from fedloom.server import Checkpoint, Server, load_checkpoint
 from fedloom.server.checkpoint import save_checkpoint
+from fedloom.server.validate import UpdateSpec
 
 RoundHook = Callable[[dict[str, Any]], None]
 
@@ -203,13 +204,24 @@ class Experiment:
     def restore(self) -> int:
         """Load the run directory's checkpoint; returns the round it was taken after."""
         ckpt = load_checkpoint(self.run_dir / "checkpoint")
+        expected = UpdateSpec.of(self.server.global_state, 0)
+        if UpdateSpec.of(ckpt.global_state, 0) != expected:
+            raise FedloomError(
+                f"the checkpoint in {self.run_dir} does not hold this run's model "
+                "(tensor names, shapes or dtypes differ)"
+            )
+        try:
+            self.server.strategy.load_state_dict(ckpt.strategy_tensors, ckpt.strategy_rest)
+            stored = load_client_states(self.run_dir / CLIENTS_DIR, ckpt.round)
+            for cid, state in {**ckpt.client_states, **stored}.items():  # older: checkpoint
+                self.clients[cid].state = state
+            for key, part in self.stateful.items():
+                part.load_state_dict(ckpt.extra[key])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise FedloomError(
+                f"the checkpoint in {self.run_dir} does not match this run: {error!r}"
+            ) from None
         self.server.global_state = ckpt.global_state
-        self.server.strategy.load_state_dict(ckpt.strategy_tensors, ckpt.strategy_rest)
-        stored = load_client_states(self.run_dir / CLIENTS_DIR, ckpt.round)
-        for cid, state in {**ckpt.client_states, **stored}.items():  # older runs: checkpoint
-            self.clients[cid].state = state
-        for key, part in self.stateful.items():
-            part.load_state_dict(ckpt.extra[key])
         self.server.round = ckpt.round
         self.metrics_log.truncate_after(ckpt.round)
         return ckpt.round

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from fedloom.core.errors import FedloomError
 from fedloom.core.tensors import Tensors
 
 CLIENTS_DIR = "clients"
@@ -63,5 +64,8 @@ def load_client_states(directory: Path, rnd: int) -> dict[str, Tensors]:
     for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
         path = _file(directory, folder.name, rnd)
         if path.is_file():
-            states[folder.name] = load_file(path)
+            try:
+                states[folder.name] = load_file(path)
+            except Exception as error:  # safetensors raises its own error types
+                raise FedloomError(f"corrupt client state {path}: {error}") from None
     return states

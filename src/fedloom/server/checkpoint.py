@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from fedloom.core.errors import FedloomError
 from fedloom.core.tensors import Tensors
 
 STATE_JSON = "state.json"
+_TENSOR_FILE = re.compile(r"tensors-\d{6,}\.safetensors")
 
 
 @dataclass
@@ -72,20 +74,41 @@ def has_checkpoint(directory: Path) -> bool:
 
 
 def load_checkpoint(directory: Path) -> Checkpoint:
+    """The checkpoint in ``directory``; a file that is not one this module wrote (edited,
+    truncated, pointing elsewhere) is a ``FedloomError`` naming it, never a traceback."""
     state_path = directory / STATE_JSON
     if not state_path.exists():
         raise FedloomError(f"no checkpoint in {directory} (missing {STATE_JSON})")
-    doc = json.loads(state_path.read_text())
-    tensors = load_file(directory / doc["tensors"])
+    try:
+        doc = json.loads(state_path.read_text())
+        name, rnd, clients = doc["tensors"], doc["round"], doc["clients"]
+        strategy, extra = doc["strategy"], doc["extra"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise FedloomError(f"corrupt checkpoint {state_path}: {error!r}") from None
+    if (
+        not isinstance(name, str)
+        or not _TENSOR_FILE.fullmatch(name)
+        or not isinstance(rnd, int)
+        or rnd < 0
+        or not isinstance(clients, list)
+        or not all(isinstance(c, str) for c in clients)
+        or not isinstance(strategy, dict)
+        or not isinstance(extra, dict)
+    ):
+        raise FedloomError(f"corrupt checkpoint {state_path}: unexpected fields")
+    try:
+        tensors = load_file(directory / name)
+    except Exception as error:  # safetensors raises its own error types
+        raise FedloomError(f"corrupt checkpoint tensors {directory / name}: {error}") from None
 
     def part(prefix: str) -> Tensors:
         return {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
 
     return Checkpoint(
-        round=doc["round"],
+        round=rnd,
         global_state=part("global/"),
         strategy_tensors=part("strategy/"),
-        strategy_rest=doc["strategy"],
-        client_states={cid: part(f"client/{cid}/") for cid in doc["clients"]},
-        extra=doc["extra"],
+        strategy_rest=strategy,
+        client_states={cid: part(f"client/{cid}/") for cid in clients},
+        extra=extra,
     )
