@@ -10,7 +10,6 @@ it records each accepted change in ``resumes.jsonl``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 from fedloom.config import FedConfig, load_config, to_yaml
 from fedloom.core.errors import ConfigError
+from fedloom.core.files import write_atomic
 
 CONFIG_FILE = "config.yaml"
 RESUMES_FILE = "resumes.jsonl"
@@ -233,12 +233,6 @@ def allowed_changes(
     return changes
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def record_resume(
     run_dir: Path, after_round: int, changes: Mapping[str, tuple[Any, Any]], config: FedConfig
 ) -> None:
@@ -250,4 +244,4 @@ def record_resume(
     }
     with open(run_dir / RESUMES_FILE, "a") as f:
         f.write(json.dumps(line) + "\n")
-    _write_atomic(run_dir / CONFIG_FILE, to_yaml(config))
+    write_atomic(run_dir / CONFIG_FILE, to_yaml(config).encode())

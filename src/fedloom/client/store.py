@@ -14,14 +14,14 @@ kill at any instant leaves the files of whatever round the checkpoint names.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from fedloom.core.errors import FedloomError
+from fedloom.core.files import save_tensors_atomic
 from fedloom.core.tensors import Tensors
 
 CLIENTS_DIR = "clients"
@@ -40,11 +40,7 @@ def save_client_states(directory: Path, rnd: int, states: Mapping[str, Tensors])
     for cid, state in states.items():
         path = _file(directory, cid, rnd)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({n: t.contiguous() for n, t in state.items()}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_tensors_atomic(path, state)
 
 
 def prune_client_states(directory: Path, rnd: int) -> None:

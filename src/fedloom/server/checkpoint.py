@@ -8,15 +8,15 @@ instant leaves either the previous checkpoint or the new one, never a mix.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from fedloom.core.errors import FedloomError
+from fedloom.core.files import save_tensors_atomic, write_atomic
 from fedloom.core.tensors import Tensors
 
 STATE_JSON = "state.json"
@@ -36,13 +36,6 @@ class Checkpoint:
     """JSON-safe state of other components (accountant, elapsed time, ...)."""
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"global/{n}": t for n, t in ckpt.global_state.items()}
@@ -50,9 +43,7 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
     for cid, state in ckpt.client_states.items():
         tensors |= {f"client/{cid}/{n}": t for n, t in state.items()}
     tensor_file = f"tensors-{ckpt.round:06d}.safetensors"
-    save_file({k: t.contiguous() for k, t in tensors.items()}, directory / tensor_file)
-    with open(directory / tensor_file, "rb") as f:
-        os.fsync(f.fileno())
+    save_tensors_atomic(directory / tensor_file, tensors)
     doc = {
         "round": ckpt.round,
         "tensors": tensor_file,
@@ -60,9 +51,7 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
         "clients": sorted(ckpt.client_states),
         "extra": ckpt.extra,
     }
-    tmp = directory / f".{STATE_JSON}.tmp"
-    _fsync_write(tmp, json.dumps(doc, indent=1, sort_keys=True).encode())
-    os.replace(tmp, directory / STATE_JSON)
+    write_atomic(directory / STATE_JSON, json.dumps(doc, indent=1, sort_keys=True).encode())
     for old in directory.glob("tensors-*.safetensors"):
         if old.name != tensor_file:
             old.unlink()
