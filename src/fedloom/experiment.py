@@ -28,6 +28,7 @@ from fedloom.client.store import (
     save_client_states,
 )
 from fedloom.config import FedConfig, load_config, to_yaml
+from fedloom.core.clientref import naming_clients
 from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
@@ -236,7 +237,8 @@ class Experiment:
         self.server.callbacks = [lambda s, m: self.metrics_log.append(m), self._checkpoint]
         if on_round is not None:
             self.server.callbacks.append(lambda s, m: on_round(m))
-        final = self.server.run(self.config.rounds)
+        with naming_clients(not self.config.privacy.withholds_client_info):
+            final = self.server.run(self.config.rounds)
         load_into(self.model, final)
         exported = self.parts.export(self.model) if self.parts.export else final
         model_path = self.run_dir / "model.safetensors"

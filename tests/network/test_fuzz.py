@@ -111,7 +111,7 @@ def test_hostile_client_is_rejected_and_the_run_goes_on(tmp_path, small, caplog)
     assert [m["num_clients"] for m in result.metrics] == [1, 1, 1]
     assert [m["num_rejected"] for m in result.metrics] == [1, 1, 1]
     rejected = [
-        r.getMessage() for r in caplog.records if "rejected update from 1" in r.getMessage()
+        r.getMessage() for r in caplog.records if "rejected update from client 1" in r.getMessage()
     ]
     assert "shape" in rejected[0] and "NaN" in rejected[1] and "signed by '0'" in rejected[2]
     assert result.summary["final_test_accuracy"] > 0.8

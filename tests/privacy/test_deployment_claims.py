@@ -4,8 +4,10 @@ RDP fallback, per-client DP-SGD calibration, client state kept off the server.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,13 @@ from safetensors import safe_open
 from torch import nn
 
 import fedloom.privacy.accountant as accountant_module
+from fedloom.client.client import Client
 from fedloom.client.context import FitContext
 from fedloom.client.store import load_client_states
 from fedloom.client.trainer import TrainConfig
 from fedloom.config import load_config
 from fedloom.core.errors import ConfigError
+from fedloom.core.message import Message
 from fedloom.data.base import TensorData
 from fedloom.experiment import Experiment, RunResult, resume
 from fedloom.privacy.accountant import Accountant
@@ -167,6 +171,43 @@ def test_release_client_info_names_them_again_and_warns_once(
     assert "participants" in result.metrics[0] and (tmp_path / "partition.csv").is_file()
     plain = _run(tmp_path / "plain", *DEVICES, "rounds=1")  # no DP: nothing to withhold
     assert "participants" in plain.metrics[0]
+
+
+def _failing_and_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client 3 crashes every round; client 4 claims a float sample count (rejected)."""
+    real = Client.handle
+
+    def handle(self: Client, message: Message) -> Message:
+        if self.client_id == "3":
+            raise RuntimeError(f"client {self.client_id} crashed")
+        reply = real(self, message)
+        if self.client_id == "4":
+            return dataclasses.replace(reply, meta={**reply.meta, "num_examples": 1.5})
+        return reply
+
+    monkeypatch.setattr(Client, "handle", handle)
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_dp_run_logs_name_no_client_unless_released(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, release: bool
+) -> None:
+    _failing_and_rejected(monkeypatch)
+    every = ["clients.per_round=10", "rounds=2", f"privacy.release_client_info={release}"]
+    with caplog.at_level(logging.DEBUG, logger="fedloom"):
+        result = _run(tmp_path, *CENTRAL, *every)
+    assert [m["num_rejected"] for m in result.metrics] == [1, 1]
+    lines = [r.getMessage() for r in caplog.records]
+    failures = [line for line in lines if "failed in round" in line]
+    rejections = [line for line in lines if "rejected update from" in line]
+    assert failures and rejections
+    named = [line for line in lines if re.search(r"client [0-9]", line)]
+    if release:
+        assert any("client 3" in line for line in failures)
+        assert any("client 4" in line for line in rejections)
+    else:
+        assert named == [], named
+        assert all(line.startswith(("a client", "round")) for line in failures + rejections)
 
 
 def test_importance_on_client_data_is_refused_with_dp(tmp_path: Path) -> None:

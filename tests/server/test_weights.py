@@ -115,7 +115,7 @@ def test_a_repeated_rejection_is_logged_once_per_client(caplog):
     with caplog.at_level(logging.WARNING, logger="fedloom.server.server"):
         for rnd in (1, 2, 3):
             assert server.run_round(rnd)["num_rejected"] == 1
-    warnings = [r for r in caplog.records if "rejected update from 1" in r.getMessage()]
+    warnings = [r for r in caplog.records if "rejected update from client 1" in r.getMessage()]
     assert len(warnings) == 1
 
 

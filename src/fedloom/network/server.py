@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedloom.config import load_config
+from fedloom.core.clientref import naming_clients
 from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.experiment import Experiment, RoundHook, RunResult, resume
 from fedloom.network.feature import upload_limit
@@ -111,18 +112,19 @@ def serve(experiment: Experiment, on_round: RoundHook | None = None) -> RunResul
         raise FedloomError(
             f"cannot listen on {net.address}: {listen_problem(net.address)}"
         ) from None
-    status = "retry"
-    try:
-        if server.round < experiment.config.rounds:
-            transport.await_clients(resumed=server.round > 0)
-        result = experiment.run(on_round)
-        status = "done"
-        return result
-    finally:
+    with naming_clients(not experiment.config.privacy.withholds_client_info):
+        status = "retry"
         try:
-            transport.finish(net.linger_s, status)
-        except Interrupted:  # a signal while lingering: stop now, the answer stays the same
-            transport.finish(0.0, status)
+            if server.round < experiment.config.rounds:
+                transport.await_clients(resumed=server.round > 0)
+            result = experiment.run(on_round)
+            status = "done"
+            return result
+        finally:
+            try:
+                transport.finish(net.linger_s, status)
+            except Interrupted:  # a signal while lingering: stop now, the answer stays
+                transport.finish(0.0, status)
 
 
 def listen_problem(address: str) -> str:

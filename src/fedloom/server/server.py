@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedloom.compression.codec import Codec, downlink_key
+from fedloom.core.clientref import client_ref
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
@@ -144,16 +145,16 @@ class Server:
         except UpdateRejected:
             raise
         except Exception as error:
-            log.exception("round %d: decoding the update from %s failed", rnd, cid)
+            log.exception("round %d: decoding the update from %s failed", rnd, client_ref(cid))
             raise UpdateRejected(f"undecodable update: {type(error).__name__}") from None
 
     def _reject(self, rnd: int, cid: str, why: str, tally: RoundTally) -> None:
         """Count the rejection; log it unless it repeats the client's previous reason."""
         tally.rejected[cid] = why
         if self._last_rejection.get(cid) == why:
-            log.debug("round %d: rejected update from %s again: %s", rnd, cid, why)
+            log.debug("round %d: rejected update from %s again: %s", rnd, client_ref(cid), why)
         else:
-            log.warning("round %d: rejected update from %s: %s", rnd, cid, why)
+            log.warning("round %d: rejected update from %s: %s", rnd, client_ref(cid), why)
         self._last_rejection[cid] = why
 
     def _metrics(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import grpc
 
+from fedloom.core.clientref import client_ref
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.transport.base import Failure, Reply
@@ -238,7 +239,7 @@ class GrpcServerTransport:
             # close the round first: an upload finishing now is refused, not accepted and lost
             self._close_round()
             for cid in sorted(pending):
-                log.warning("round %d: client %s missed the deadline", number, cid)
+                log.warning("round %d: %s missed the deadline", number, client_ref(cid))
                 yield cid, Failure(cid, f"no update within {self.settings.deadline_s:g} s")
         finally:
             self._close_round()
@@ -286,7 +287,7 @@ class GrpcServerTransport:
             except queue.Empty:
                 return
             self._slots.release()
-            log.warning("client %s: update arrived after the round closed; dropped", cid)
+            log.warning("%s: update arrived after the round closed; dropped", client_ref(cid))
 
     # -- RPC handlers --------------------------------------------------------------------
 
@@ -299,7 +300,7 @@ class GrpcServerTransport:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown client or bad token")
         version_problem = check_protocol(context.invocation_metadata() or ())
         if version_problem is not None:
-            log.warning("refused client %s: %s", cid, version_problem)
+            log.warning("refused %s: %s", client_ref(cid), version_problem)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, version_problem)
         with self._cond:
             if cid not in self._seen:
@@ -359,14 +360,14 @@ class GrpcServerTransport:
         with self._cond:  # refuse before reading anything: only an awaited answer is read
             current = self._round
             if current is None or cid not in current.expected:
-                return _refuse(cid, f"client {cid} was not asked for an update now")
+                return _refuse(cid, "this client was not asked for an update now")
             if not current.awaits(cid):
-                return _refuse(cid, f"client {cid} already answered round {current.number}")
+                return _refuse(cid, f"this client already answered round {current.number}")
             if size is not None and size > self.upload_limit:
                 limit = self.upload_limit
                 return _refuse(cid, f"update of {size} bytes exceeds the limit of {limit} bytes")
             if not self._claim(cid, "push"):
-                return _refuse(cid, f"client {cid} is already uploading")
+                return _refuse(cid, "this client is already uploading")
         handed_over = False
         try:
             if not self._slots.acquire(timeout=current.time_left()):
@@ -432,13 +433,13 @@ class GrpcServerTransport:
         with self._cond:
             current = self._round
             if current is None or cid not in current.expected:
-                raise UpdateRejected(f"client {cid} was not asked for an update now")
+                raise UpdateRejected("this client was not asked for an update now")
             if message.round != current.number:
                 raise UpdateRejected(
                     f"update is for round {message.round}, the server is in round {current.number}"
                 )
             if not current.awaits(cid):
-                raise UpdateRejected(f"client {cid} already answered round {current.number}")
+                raise UpdateRejected(f"this client already answered round {current.number}")
             del current.mailbox[cid]
             self._replies.put((cid, message))
 
@@ -459,7 +460,7 @@ def _answer(accepted: bool, reason: str = "") -> bytes:
 
 
 def _refuse(cid: str, reason: str) -> bytes:
-    log.warning("rejected message from client %s: %s", cid, reason)
+    log.warning("rejected message from %s: %s", client_ref(cid), reason)
     return _answer(False, reason)
 
 

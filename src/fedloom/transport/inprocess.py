@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
+from fedloom.core.clientref import client_ref, error_text
 from fedloom.core.message import Message
 from fedloom.transport.base import Failure, Reply
 
@@ -22,5 +23,7 @@ class InProcessTransport:
             try:
                 yield cid, self.handlers[cid](message)
             except Exception as error:  # a failing client must never stop the round
-                log.warning("client %s failed in round %d: %r", cid, message.round, error)
+                log.warning(
+                    "%s failed in round %d: %s", client_ref(cid), message.round, error_text(error)
+                )
                 yield cid, Failure(cid, f"{type(error).__name__}: {error}")
