@@ -29,7 +29,7 @@ def test_every_problem_is_reported_at_once():
     assert "train.lrr: unknown key (did you mean 'train.lr'?)" in text
     assert "allowed here:" in text and "local_epochs" in text
     assert "rounds:" in text and "greater than or equal to 1" in text
-    assert "data.partition" in text and "'dirichlet'" in text and "'shards'" in text
+    assert "data.partition: 'random' is not registered; registered: dirichlet, iid" in text
     assert "clients.num" in text
 
 

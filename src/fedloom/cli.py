@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedloom.config import load_config
+from fedloom.config import FedConfig, load_config
 from fedloom.core.errors import ConfigError, FedloomError
+from fedloom.core.registry import import_plugins
 from fedloom.experiment import Experiment, RunResult, resume
 from fedloom.network.cli import register as register_network
 from fedloom.privacy.cli import register as register_privacy
@@ -22,6 +24,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=False, help="Federated learning for PyTorch."
 )
 console = Console(stderr=True)
+imported: list[str] = []
+"""The ``--import`` modules of this command line; ``run`` records them in config.yaml."""
 
 
 def _split(args: list[str]) -> tuple[str | None, list[str]]:
@@ -91,7 +95,7 @@ def run(
     """Run a federation (with no arguments: digits over 10 clients, cnn, FedAvg)."""
     try:
         path, overrides = _split(args or [])
-        config = load_config(path, overrides)
+        config = recording_plugins(load_config(path, overrides), imported)
         if config.output_dir and not overwrite:  # fail before loading any data
             claim_run_dir(Path(config.output_dir), config_inputs(config, path))
         experiment = Experiment(config)
@@ -148,9 +152,59 @@ register_network(app)  # server, client, deploy-local, certs (listed after the c
 register_privacy(app)  # audit
 
 
+@app.callback()
+def _options(
+    modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            help="A module or .py file to import first: the components it registers "
+            "(@fedloom.register) can be named in the config. Repeatable; accepted by "
+            "every command.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Federated learning for PyTorch."""
+    if modules:
+        import_plugins(modules)
+
+
+def recording_plugins(config: FedConfig, modules: list[str]) -> FedConfig:
+    """``config`` with the command line's ``--import`` modules added to ``plugins`` (files
+    as absolute paths), so that config.yaml names them and ``fedloom resume`` imports
+    them again."""
+    recorded = [str(Path(m).resolve()) if m.endswith(".py") or "/" in m else m for m in modules]
+    extra = [m for m in recorded if m not in config.plugins]
+    return config.model_copy(update={"plugins": [*config.plugins, *extra]}) if extra else config
+
+
+def take_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(modules, the other arguments)``: every ``--import M`` or ``--import=M`` is taken
+    out wherever it stands, so each command accepts it."""
+    modules: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--import":
+            modules.append(next(args, ""))
+        elif arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return modules, rest
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    modules, rest = take_imports(sys.argv[1:])
+    imported[:] = modules
+    try:
+        import_plugins(modules)
+    except FedloomError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise SystemExit(2) from None
+    app(args=rest, prog_name="fedloom")
 
 
 if __name__ == "__main__":

@@ -13,18 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedloom.client.trainer import TrainConfig
+from fedloom.client.config import TrainConfig
 from fedloom.compression.config import CompressionConfig
 from fedloom.core.errors import ConfigError
+from fedloom.core.registry import import_plugins, registered
 from fedloom.data.config import DataConfig
 from fedloom.finetune.config import FinetuneConfig
 from fedloom.models.config import ModelConfig
 from fedloom.network.config import NetworkConfig
 from fedloom.privacy.config import PrivacyConfig
 from fedloom.robust.config import AttackConfig
-from fedloom.server.strategy import StrategyConfig
+from fedloom.server.config import StrategyConfig
 from fedloom.simulation.config import DevicesConfig
 
 
@@ -40,11 +41,16 @@ class ClientsConfig(BaseModel):
 class FedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    plugins: list[str] = Field(default_factory=list)
+    """Modules (``my_pkg.plugin`` or ``path/to/plugin.py``) imported before the rest of
+    the config is checked: the components they register can then be named in it."""
     seed: int = 0
     rounds: int = Field(20, ge=1)
     output_dir: str | None = None
     """The run directory; by default ``runs/<data>-<model>-<timestamp>``."""
     eval_every: int = Field(1, ge=1)
+    loggers: list[str] = Field(default_factory=list)
+    """Registered metrics loggers fed every round besides ``metrics.jsonl`` (``csv``)."""
     data: DataConfig = DataConfig()
     clients: ClientsConfig = ClientsConfig()
     train: TrainConfig = TrainConfig()
@@ -57,6 +63,11 @@ class FedConfig(BaseModel):
     attack: AttackConfig = AttackConfig()
     network: NetworkConfig = NetworkConfig()
 
+    @field_validator("loggers")
+    @classmethod
+    def _known_loggers(cls, names: list[str]) -> list[str]:
+        return [registered("logger", name) for name in names]
+
     @model_validator(mode="after")
     def _per_round_fits(self) -> FedConfig:
         if self.clients.per_round > self.clients.num:
@@ -65,6 +76,12 @@ class FedConfig(BaseModel):
                 f"({self.clients.num})"
             )
         return self
+
+    def compatibility_problems(self) -> list[str]:
+        """Pairs of features that cannot run together (``fedloom.compat``)."""
+        from fedloom.compat import problems
+
+        return problems(self)
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -135,14 +152,27 @@ def _describe(error: Mapping[str, Any]) -> str:
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f" (did you mean {'.'.join([*loc[:-1], close[0]])!r}?)" if close else ""
         return f"{key}: unknown key{hint}; allowed here: {', '.join(allowed)}"
-    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, Mapping) or str(given) in message:
+        return f"{key}: {message}"  # a section, or a value the message already quotes
+    return f"{key}: {message} (got {given!r})"
 
 
 def build_config(tree: Mapping[str, Any]) -> FedConfig:
+    """Import ``tree``'s plugins, then validate it: every key and value, then every pair
+    of features that must not meet; all problems in one ``ConfigError``."""
+    plugins = tree.get("plugins") or []
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        import_plugins(plugins)  # anything else is reported by the validation below
     try:
-        return FedConfig.model_validate(dict(tree))
+        config = FedConfig.model_validate(dict(tree))
     except ValidationError as error:
         raise ConfigError([_describe(e) for e in error.errors()]) from None
+    problems = config.compatibility_problems()
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def load_config(

@@ -27,9 +27,11 @@ from fedloom.client.store import (
     prune_client_states,
     save_client_states,
 )
+from fedloom.client.transforms import hooks_of, order_transforms
 from fedloom.config import FedConfig, load_config, to_yaml
 from fedloom.core.clientref import naming_clients
 from fedloom.core.errors import ConfigError, FedloomError
+from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
 from fedloom.data import FederatedDataset, load_federated
@@ -74,7 +76,79 @@ def _new_run_dir(config: FedConfig) -> Path:
     return path
 
 
+def assemble(
+    config: FedConfig,
+    *,
+    model: nn.Module | None = None,
+    data: FederatedDataset | None = None,
+) -> Parts:
+    """The one assembly pass: load the data, build (or take) the model, check that they
+    fit, then let every feature adjust the ``Parts``. Nothing is changed afterwards."""
+    problems = config.compatibility_problems()  # load_config checked them; a config
+    if problems:  # built in code may not have been
+        raise ConfigError(problems)
+    data = data or load_federated(config.data, config.clients.num, config.seed)
+    if len(data.client_indices) != config.clients.num:
+        raise ConfigError(
+            [
+                f"clients.num is {config.clients.num} but the data has "
+                f"{len(data.client_indices)} client partitions"
+            ]
+        )
+    model = _built_model(config, data) if model is None else model
+    if config.model.checkpoint:
+        load_pretrained(model, config.model.checkpoint)
+    example = (data.train if len(data.train) else data.test).x[:1]
+    check_model_fits(
+        model, example, data.num_classes, model_name=config.model.name, data_name=config.data.name
+    )
+    parts = default_parts(config, data, model)
+    for feature in FEATURES:
+        feature(parts)
+    return parts
+
+
+def _feeding(sink: Any) -> Callable[[Server, dict[str, Any]], None]:
+    """A server callback that hands each metrics line to a logger."""
+    return lambda server, metrics: sink.log(metrics)
+
+
+def _built_model(config: FedConfig, data: FederatedDataset) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        return build_model(
+            config.model.name, data.input_shape, data.num_classes, data_name=config.data.name
+        )
+
+
+def build_clients(parts: Parts, ids: Sequence[str]) -> dict[str, Client]:
+    """The clients ``ids`` of the federation ``parts`` describes, each with its own data;
+    they share one working copy of the model (they train one at a time)."""
+    workspace = copy.deepcopy(parts.model)
+    client_data = parts.client_data or parts.data.client
+    hooks = hooks_of(order_transforms(parts.transforms))
+    return {
+        cid: Client(
+            cid,
+            client_data(int(cid)),
+            workspace,
+            parts.trainer,
+            seed=parts.config.seed,
+            down=parts.down,
+            up=parts.up,
+            hooks=hooks,
+        )
+        for cid in ids
+    }
+
+
 class Experiment:
+    """A run: the server and, in simulation, every client, over one ``Parts``.
+
+    Each role assembles only what it runs: with ``network.mode=grpc`` this process is the
+    server (model, test set, strategy; no client objects), and ``fedloom client`` builds
+    one client with ``build_clients``."""
+
     def __init__(
         self,
         config: FedConfig,
@@ -84,88 +158,39 @@ class Experiment:
     ) -> None:
         self.run_dir = _new_run_dir(config)
         self.config = config.model_copy(update={"output_dir": str(self.run_dir)})
-        self.data = data or load_federated(config.data, config.clients.num, config.seed)
-        if len(self.data.client_indices) != config.clients.num:
-            raise ConfigError(
-                [
-                    f"clients.num is {config.clients.num} but the data has "
-                    f"{len(self.data.client_indices)} client partitions"
-                ]
-            )
-        self.model = self._own_model(model) if model is not None else self._build_model()
-        example = (self.data.train if len(self.data.train) else self.data.test).x[:1]
-        check_model_fits(
-            self.model,
-            example,
-            self.data.num_classes,
-            model_name=config.model.name,
-            data_name=config.data.name,
-        )
+        self.parts = assemble(self.config, model=model, data=data)
+        self.data, self.model = self.parts.data, self.parts.model
         self.inputs = config_inputs(self.config)
         """Files the run reads; a fresh run may share its run directory with these."""
         self.run_dir_ready = False
         """Set once the run directory was checked (e.g. by ``fedloom server``)."""
-        self.parts = default_parts(self.config, self.data, self.model)
-        for feature in FEATURES:
-            feature(self.parts)
         self.stateful = self.parts.stateful
-        self.server, self.clients = self._build_federation(self.parts)
+        ids = [str(k) for k in range(config.clients.num)]
+        simulated = config.network.mode == "simulation"
+        self.clients = build_clients(self.parts, ids) if simulated else {}
+        self.server = self._build_server(self.parts, ids)
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.started = time.perf_counter()
 
-    def _build_model(self) -> nn.Module:
-        cfg = self.config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(cfg.seed, "init"))
-            model = build_model(
-                cfg.model.name,
-                self.data.input_shape,
-                self.data.num_classes,
-                data_name=cfg.data.name,
-            )
-        if cfg.model.checkpoint:
-            load_pretrained(model, cfg.model.checkpoint)
-        return model
-
-    def _own_model(self, model: nn.Module) -> nn.Module:
-        """The user's model, with ``model.checkpoint``'s weights loaded if one is set."""
-        if self.config.model.checkpoint:
-            load_pretrained(model, self.config.model.checkpoint)
-        return model
-
-    def _build_federation(self, parts: Parts) -> tuple[Server, dict[str, Client]]:
-        cfg = parts.config
-        workspace = copy.deepcopy(parts.model)  # one model instance shared by simulated clients
-        client_data = parts.client_data or parts.data.client
-        clients = {
-            str(k): Client(
-                str(k),
-                client_data(k),
-                workspace,
-                parts.trainer,
-                seed=cfg.seed,
-                down=parts.down,
-                up=parts.up,
-                hooks=parts.client_hooks,
-            )
-            for k in range(cfg.clients.num)
-        }
+    def _build_server(self, parts: Parts, ids: list[str]) -> Server:
         global_state = {n: t for n, t in clone(state_of(parts.model)).items() if parts.trainable(n)}
         server = Server(
             global_state=global_state,
-            client_ids=list(clients),
+            client_ids=ids,
             strategy=parts.strategy,
             sampler=parts.sampler,
-            transport=parts.transport({cid: c.handle for cid, c in clients.items()}),
+            transport=parts.transport({cid: c.handle for cid, c in self.clients.items()}),
             down=parts.down,
             up=parts.up,
             evaluate=self._evaluate,
-            eval_every=cfg.eval_every,
+            eval_every=parts.config.eval_every,
             weighting=run_weighting(parts),
+            max_update_bytes=parts.max_update_bytes,
+            min_updates=parts.min_updates,
         )
         server.guards.extend(parts.guards)
         server.metric_sources.extend(parts.metric_sources)
-        return server, clients
+        return server
 
     def _evaluate(self, state: Tensors) -> tuple[float, float]:
         load_into(self.model, state)
@@ -234,11 +259,21 @@ class Experiment:
         unless ``overwrite``, which clears it first (the config's own inputs are kept)."""
         if self.server.round == 0:
             self._prepare_run_dir(overwrite)
+        loggers = [
+            REGISTRY.component("logger", name, "loggers").load()(self.run_dir)
+            for name in self.config.loggers
+        ]
         self.server.callbacks = [lambda s, m: self.metrics_log.append(m), self._checkpoint]
+        for sink in loggers:
+            self.server.callbacks.append(_feeding(sink))
         if on_round is not None:
             self.server.callbacks.append(lambda s, m: on_round(m))
-        with naming_clients(not self.config.privacy.withholds_client_info):
-            final = self.server.run(self.config.rounds)
+        try:
+            with naming_clients(not self.config.privacy.withholds_client_info):
+                final = self.server.run(self.config.rounds)
+        finally:
+            for sink in loggers:
+                sink.close()
         load_into(self.model, final)
         exported = self.parts.export(self.model) if self.parts.export else final
         model_path = self.run_dir / "model.safetensors"

@@ -1,7 +1,10 @@
 """The features applied to every federation's ``Parts``, in this order.
 
-Order matters where features compose on the client's update: select what is trained
-first, then clip and noise it, then compress what is sent.
+Each adds to the parts it cares about. Where features compose on the client's update,
+the order is not this list's: each update transform declares what it must follow or
+precede (``fedloom.client.transforms``). This order matters only where a feature reads
+what an earlier one chose: compression and the gRPC feature bound uploads by the
+trainable tensors fine-tuning selected and the strategy's extras.
 """
 
 from __future__ import annotations

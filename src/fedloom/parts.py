@@ -3,23 +3,25 @@
 ``Experiment`` fills a ``Parts`` with the plain defaults (FedAvg, uniform sampling,
 lossless codecs, SGD clients) and then hands it to each feature in ``fedloom.features``
 in turn. A feature (privacy, compression, fine-tuning, robust aggregation, ...) adjusts
-the parts it cares about: it wraps the strategy, appends an update hook, swaps a codec
+the parts it cares about: it wraps the strategy, adds an update transform, swaps a codec
 or the sampler, adds a metric source, a guard, or a checkpointed component. The round
 loop itself never learns which features are on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from torch import nn
 
-from fedloom.client.client import UpdateHook
+from fedloom.client.context import UpdateHook
 from fedloom.client.trainer import LocalTrainer
+from fedloom.client.transforms import Transform
 from fedloom.compression.codec import Codec, RawCodec
 from fedloom.config import FedConfig
+from fedloom.core.registry import REGISTRY
 from fedloom.core.tensors import Tensors
 from fedloom.data.base import FederatedDataset, TensorData
 from fedloom.server.sampler import Sampler, UniformSampler
@@ -52,15 +54,32 @@ class Parts:
     """Which named tensors are trained, sent and aggregated; the rest stay frozen."""
     client_data: Callable[[int], TensorData] | None = None
     """Client k's local data; defaults to the partition of ``data``."""
-    client_hooks: list[UpdateHook] = field(default_factory=list)
+    transforms: list[Transform] = field(default_factory=list)
+    """Update transforms, ordered by their own constraints (``client.transforms``)."""
     guards: list[RoundGuard] = field(default_factory=list)
     metric_sources: list[MetricSource] = field(default_factory=list)
     stateful: dict[str, Stateful] = field(default_factory=dict)
     transport: Callable[[Mapping[str, Handler]], Transport] = InProcessTransport
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts a feature reports for summary.json (e.g. the calibrated noise multiplier)."""
+    min_updates: int = 1
+    """Fewest valid updates a round needs to change the model (networked ``min_clients``)."""
+    max_update_bytes: int = 2**31
+    """Largest update payload the server reads (the gRPC feature bounds it by the codec)."""
     export: Callable[[nn.Module], Tensors] | None = None
     """What the run saves as model.safetensors (default: the final global state)."""
+
+    def add_transform(
+        self,
+        name: str,
+        apply: UpdateHook,
+        *,
+        after: Sequence[str] = (),
+        before: Sequence[str] = (),
+    ) -> None:
+        """Transform each client's update with ``apply`` after training, after the
+        transforms named in ``after`` and before those in ``before``."""
+        self.transforms.append(Transform(name, apply, tuple(after), tuple(before)))
 
 
 def default_parts(config: FedConfig, data: FederatedDataset, model: nn.Module) -> Parts:
@@ -68,7 +87,9 @@ def default_parts(config: FedConfig, data: FederatedDataset, model: nn.Module) -
         config=config,
         data=data,
         model=model,
-        trainer=LocalTrainer(config.train),
+        trainer=REGISTRY.component("trainer", config.train.trainer, "train.trainer").load()(
+            config.train
+        ),
         sampler=UniformSampler(config.clients.num, config.clients.per_round, config.seed),
         strategy=build_strategy(config.strategy),
     )

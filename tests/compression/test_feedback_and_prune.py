@@ -2,20 +2,15 @@
 
 import torch
 
-from fedloom.client.context import FitContext
 from fedloom.compression.blob import SpecCodec
-from fedloom.compression.codec import uplink_key
-from fedloom.compression.feedback import ErrorFeedback, residual_of
+from fedloom.compression.feedback import FeedbackCodec, residual_of
 from fedloom.compression.prune import MagnitudePruner, prune_tensor, sparsity_of
-
-
-def _ctx(rnd: int, state: dict) -> FitContext:
-    return FitContext("3", rnd, {}, {}, state, seed=5)
+from fedloom.core.codec import encode_update, max_encoded_bytes, uplink_key
 
 
 def test_residual_invariant_holds_over_rounds():
     codec = SpecCodec("topk:0.1+int4", seed=5)
-    hook = ErrorFeedback(codec)
+    feedback = FeedbackCodec(codec)
     state: dict = {}
     gen = torch.Generator().manual_seed(0)
     old = {"w": torch.zeros(40), "b": torch.zeros(7)}
@@ -23,9 +18,8 @@ def test_residual_invariant_holds_over_rounds():
     total_sent = {n: torch.zeros_like(t) for n, t in old.items()}
     for rnd in range(1, 9):
         update = {"w": torch.randn(40, generator=gen), "b": torch.randn(7, generator=gen)}
-        corrected = hook(update, _ctx(rnd, state))
-        # what the client then sends is the replayed encode: same key, same bytes
-        sent = codec.decode(codec.encode(corrected, uplink_key(rnd, "3")))
+        payload = encode_update(feedback, update, uplink_key(rnd, "3"), state)
+        sent = feedback.decode(payload)  # what the server reads
         new = residual_of(state)
         for n in update:
             # sent + new residual == update + old residual
@@ -39,14 +33,48 @@ def test_residual_invariant_holds_over_rounds():
 
 
 def test_topk_with_feedback_eventually_sends_every_coordinate():
-    codec = SpecCodec("topk:0.1", seed=0)
-    hook, state = ErrorFeedback(codec), {}
+    feedback, state = FeedbackCodec(SpecCodec("topk:0.1", seed=0)), {}
     update = {"w": torch.linspace(1.0, 2.0, 20)}  # topk alone would only ever send the top 2
     sent_any = torch.zeros(20, dtype=torch.bool)
     for rnd in range(1, 21):
-        corrected = hook(update, _ctx(rnd, state))
-        sent_any |= codec.decode(codec.encode(corrected, uplink_key(rnd, "3")))["w"] != 0
+        payload = encode_update(feedback, update, uplink_key(rnd, "3"), state)
+        sent_any |= feedback.decode(payload)["w"] != 0
     assert bool(sent_any.all())
+
+
+def test_feedback_codec_decodes_and_bounds_as_its_inner():
+    inner = SpecCodec("int8", seed=1)
+    feedback = FeedbackCodec(inner)
+    shapes, dtypes = {"w": (6, 5)}, {"w": torch.float32}
+    assert feedback.max_encoded_bytes(shapes, dtypes) == inner.max_encoded_bytes(shapes, dtypes)
+    # magic and length (8) + header [["w","float32",[6,5]]] (23) + 30 int8 values + 1 scale
+    assert max_encoded_bytes(feedback, shapes, dtypes) == 8 + 23 + 30 + 4
+    x = {"w": torch.linspace(-1.0, 1.0, 30).view(6, 5)}
+    payload = feedback.encode(x, ("up", 1, "0"))  # no client state: the inner's plain encode
+    assert payload == inner.encode(x, ("up", 1, "0"))
+    assert torch.equal(feedback.decode(payload)["w"], inner.decode(payload)["w"])
+
+
+class _Unbounded:
+    name = "unbounded"
+
+    def encode(self, tensors, key=()):
+        return b""
+
+    def decode(self, data):
+        return {}
+
+
+def test_feedback_around_an_unbounded_codec_has_no_bound():
+    bound = max_encoded_bytes(FeedbackCodec(_Unbounded()), {"w": (3,)}, {"w": torch.float32})
+    assert bound is None
+
+
+def test_a_plain_codec_encodes_without_touching_the_state():
+    codec, state = SpecCodec("topk:0.5", seed=2), {}
+    x = {"w": torch.tensor([3.0, -1.0, 0.5, 2.0])}
+    assert encode_update(codec, x, ("up", 1, "0"), state) == codec.encode(x, ("up", 1, "0"))
+    assert state == {}
 
 
 def test_prune_tensor_zeroes_the_smallest():
@@ -59,7 +87,10 @@ def test_prune_tensor_zeroes_the_smallest():
 
 def test_pruner_ramps_and_restores():
     pruner = MagnitudePruner(0.8, ramp=4)
-    apply = pruner.wrap(lambda g, a: {n: g[n] - a[n] for n in g})
+
+    def apply(g, a):
+        return pruner.step({n: g[n] - a[n] for n in g})
+
     state = {"w": torch.arange(1.0, 101.0).view(10, 10), "b": torch.ones(10)}
     levels = []
     for _ in range(5):

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedloom.core.errors import DataError
-from fedloom.data import PARTITIONERS, partition
+from fedloom.core.registry import REGISTRY
+from fedloom.data import partition
 
 # Options that keep every scheme feasible on the small random label sets drawn below.
 SCHEME_OPTIONS: dict[str, dict[str, Any]] = {
@@ -23,7 +24,7 @@ SCHEME_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def test_every_registered_scheme_is_covered_here() -> None:
-    assert set(PARTITIONERS) == set(SCHEME_OPTIONS)
+    assert set(REGISTRY.names("partitioner")) == set(SCHEME_OPTIONS)
 
 
 def _assert_exact_cover(parts: list[torch.Tensor], num_samples: int, num_clients: int) -> None:

@@ -140,12 +140,9 @@ def test_local_dp_noises_each_update_and_reports_per_client_epsilon(tmp_path: Pa
 
 
 def test_central_rejects_aggregators_it_would_replace() -> None:
-    cfg = load_config(
-        None,
-        [*BASE, "privacy.mode=central", "privacy.noise_multiplier=1", "strategy.aggregator=median"],
-    )
+    overrides = [*BASE, "privacy.mode=central", "privacy.noise_multiplier=1"]
     with pytest.raises(ConfigError, match="strategy.aggregator=median"):
-        Experiment(cfg)
+        load_config(None, [*overrides, "strategy.aggregator=median"])
 
 
 def test_config_needs_exactly_one_noise_source() -> None:
@@ -226,12 +223,9 @@ def test_crash_and_resume_keeps_epsilon_and_adaptive_clip(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("mode", ["local", "dpsgd"])
 def test_client_side_accounting_is_refused_over_the_network(mode: str) -> None:
-    config = load_config(
-        None,
-        [*BASE, f"privacy.mode={mode}", "privacy.noise_multiplier=1", "network.mode=grpc"],
-    )
+    overrides = [*BASE, f"privacy.mode={mode}", "privacy.noise_multiplier=1", "network.mode=grpc"]
     with pytest.raises(ConfigError, match="not supported over the network"):
-        Experiment(config)
+        load_config(None, overrides)
 
 
 def test_local_dp_keeps_the_data_size_and_loss_on_the_device(tmp_path: Path) -> None:

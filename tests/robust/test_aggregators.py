@@ -77,18 +77,17 @@ def test_unregistered_aggregator_is_a_config_error():
         aggregator_for(StrategyConfig.model_construct(aggregator="nope"))  # type: ignore[arg-type]
 
 
-def test_krum_and_fednova_combinations_are_checked_when_the_run_is_built():
-    from fedloom.algorithms.feature import check_aggregator
+def test_krum_and_fednova_combinations_are_refused_at_config_time():
     from fedloom.config import load_config
-    from fedloom.server.strategy import build_strategy
 
-    cfg = load_config(None, ["clients.per_round=4", "strategy.aggregator=krum"])
-    assert check_aggregator(cfg) == [
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, ["clients.per_round=4", "strategy.aggregator=krum"])
+    assert refused.value.problems == [
         "strategy.krum_f: Krum tolerating f=1 needs clients.per_round >= 2f+3 = 5, got 4"
     ]
-    assert check_aggregator(load_config(None, ["strategy.aggregator=krum"])) == []
-    with pytest.raises(ConfigError, match="fednova"):
-        build_strategy(StrategyConfig(name="fednova", aggregator="median"))
+    load_config(None, ["strategy.aggregator=krum"])
+    with pytest.raises(ConfigError, match="strategy.name=fednova"):
+        load_config(None, ["strategy.name=fednova", "strategy.aggregator=median"])
 
 
 def test_krum_rounds_thinned_by_failures_still_aggregate():

@@ -31,7 +31,7 @@ def test_fedavg_server_step_is_the_weighted_mean_of_client_models():
     clients = [(torch.tensor([2.0, 0.0, 1.0]), 1), (torch.tensor([0.0, 4.0, 1.0]), 3)]
     strategy = build_strategy(StrategyConfig())
     strategy.start(global_w)
-    agg = strategy.new_aggregator()
+    agg = strategy.new_aggregator(1)
     for k, (w, n) in enumerate(clients):
         agg.add(str(k), {"w": w - global_w["w"]}, {"num_examples": n})
     new = strategy.apply(global_w, agg.result())

@@ -301,7 +301,7 @@ def test_fednova_normalizer_is_bounded_by_the_planned_steps():
     check = planned_normalizer_check(TrainConfig(batch_size=10, momentum=0.0), {"a": 25})
     check("a", {"num_examples": 1, "steps": 3})  # the server's size counts, not the claim
     check("a", {"num_examples": 1, "steps": 2})  # a device budget may cut steps short
-    with pytest.raises(UpdateRejected, match="3 local steps planned for client a"):
+    with pytest.raises(UpdateRejected, match="3 local steps planned for this client"):
         check("a", {"num_examples": 25, "steps": 4})
     with pytest.raises(UpdateRejected, match="step count"):
         check("a", {"num_examples": 25, "steps": float("nan")})

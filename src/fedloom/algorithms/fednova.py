@@ -76,7 +76,7 @@ def planned_normalizer_check(
         if a > most * (1 + 1e-9):  # the client computes the same float; allow rounding
             raise UpdateRejected(
                 f"FedNova normalizer {a:g} exceeds {most:g}, that of the {steps} local steps "
-                f"planned for client {client_id}"
+                f"planned for this client"
             )
 
     return check

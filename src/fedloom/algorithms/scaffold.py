@@ -40,6 +40,8 @@ from fedloom.server.strategy import Aggregator, AggregatorFactory, Strategy
 
 C_DOWN = f"{AUX_PREFIX}scaffold_c/"
 DC_UP = f"{AUX_PREFIX}scaffold_dc/"
+DC_WEIGHT = f"{AUX_PREFIX}scaffold_weight"
+"""In the round's aggregate: Σ n_i of the clients whose Δc_i it sums (a 0-d tensor)."""
 C_CLIENT = "scaffold_ci/"
 C_SERVER = "scaffold_c/"
 
@@ -79,7 +81,8 @@ class _SplitAggregator:
         self.dc.add({n: t for n, t in update.items() if n.startswith(DC_UP)}, weight)
 
     def result(self) -> Tensors:
-        return {**self.inner.result(), **self.dc.total}
+        weight = torch.tensor(self.dc.weight, dtype=torch.float64)
+        return {**self.inner.result(), **self.dc.total, DC_WEIGHT: weight}
 
 
 class ScaffoldStrategy(Strategy):
@@ -87,9 +90,7 @@ class ScaffoldStrategy(Strategy):
         super().__init__("scaffold", optimizer, aggregator)
         self.c: Tensors = {}
         self.population_examples: float | None = None
-        """n, the examples of all N clients; the algorithms feature sets it."""
-        self.current = _SplitAggregator(super().new_aggregator())
-        """This round's aggregator (S = its count)."""
+        """n, the examples of all N clients; ``prepare`` sets it."""
 
     def start(self, global_state: Mapping[str, Tensor]) -> None:
         super().start(global_state)
@@ -101,15 +102,15 @@ class ScaffoldStrategy(Strategy):
     def update_extras(self, global_state: Mapping[str, Tensor]) -> Tensors:
         return {DC_UP + n: torch.zeros_like(t) for n, t in global_state.items()}
 
-    def new_aggregator(self) -> Aggregator:
-        self.current = _SplitAggregator(super().new_aggregator())
-        return self.current
+    def new_aggregator(self, rnd: int) -> Aggregator:
+        return _SplitAggregator(super().new_aggregator(rnd))
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
-        if self.current.count == 0:
+        weight = float(aggregate.get(DC_WEIGHT, 0.0))
+        if weight <= 0:
             raise ValueError("SCAFFOLD: apply() needs the round's aggregate of at least one update")
         # unknown n: everyone took part, so this round's examples are all of them
-        population = self.population_examples or self.current.dc.weight
+        population = self.population_examples or weight
         for name in self.c:
             self.c[name] = server_control_update(self.c[name], aggregate[DC_UP + name], population)
         delta = {n: t for n, t in aggregate.items() if not n.startswith(AUX_PREFIX)}

@@ -1,9 +1,11 @@
 """One client: receive the global weights, train locally, send back the update.
 
 The same class serves a simulated client (many share one model instance, run one after
-another) and a networked one. Privacy, compression state and algorithm-specific
-corrections plug in as *update hooks*: functions that see the update after training and
-before encoding, in order, and may keep per-client state across rounds.
+another) and a networked one. Privacy and algorithm-specific corrections plug in as
+*update hooks* (the run's transforms, in the order ``fedloom.client.transforms`` computed
+at assembly): functions that see the update after training and before encoding, in
+order, and may keep per-client state across rounds. The uplink codec encodes last; a
+stateful one (error feedback) keeps its residual in that same per-client state.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 
 from fedloom.client.context import FitContext, UpdateHook, split_aux
 from fedloom.client.trainer import LocalTrainer
-from fedloom.compression.codec import Codec, uplink_key
+from fedloom.core.codec import Codec, encode_update, uplink_key
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.seeding import derive_seed, generator
@@ -72,10 +74,10 @@ class Client:
             "steps": ctx.result.steps,
             **ctx.meta,
         }
-        if ctx.encoded is not None and ctx.encoded[0] is update:
-            payload = ctx.encoded[1]  # a hook encoded exactly this update already
-        else:
-            payload = self.up.encode(update, uplink_key(message.round, self.client_id))
+        # a stateful codec (error feedback) keeps its residual in the client's state
+        payload = encode_update(
+            self.up, update, uplink_key(message.round, self.client_id), ctx.state
+        )
         return Message("fit_result", message.round, self.client_id, payload, meta)
 
 

@@ -32,9 +32,6 @@ class FitContext:
     """Extra fields for the reply's meta."""
     aux: Tensors = field(default_factory=dict)
     """Extra ``aux/...`` tensors the server sent with the weights."""
-    encoded: tuple[Tensors, bytes] | None = None
-    """An uplink payload a hook already built, with the very update dict it encodes; the
-    client sends it instead of encoding again if no later hook replaced the update."""
 
 
 AUX_PREFIX = "aux/"

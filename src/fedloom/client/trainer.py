@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim import Optimizer
 
+from fedloom.client.config import TrainConfig
 from fedloom.client.context import FitContext, TrainResult
 from fedloom.data.base import TensorData
 
@@ -24,19 +26,15 @@ Penalty = Callable[[nn.Module, FitContext], Tensor]
 GradHook = Callable[[nn.Module, FitContext], None]
 """Runs after backward and before the optimizer step (e.g. SCAFFOLD's correction)."""
 
-
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    local_epochs: int = Field(1, ge=1)
-    """Passes over the local data per round (ignored when ``local_steps`` is set)."""
-    local_steps: int | None = Field(None, ge=1)
-    """A fixed number of SGD steps per round instead of epochs."""
-    batch_size: int | None = Field(10, ge=1)
-    """Minibatch size; ``null`` trains on the full local set each step."""
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+__all__ = [
+    "STEP_BUDGET_KEY",
+    "GradHook",
+    "LocalTrainer",
+    "Loss",
+    "Penalty",
+    "TrainConfig",
+    "planned_steps",
+]
 
 
 def planned_steps(config: TrainConfig, n: int) -> int:
@@ -64,13 +62,41 @@ def _batches(
 
 
 class LocalTrainer:
-    """Trains a model in place on one client's data with SGD."""
+    """Trains a model in place on one client's data with SGD.
+
+    One loop for every trainer; a subclass changes its parts: ``optimizer`` (e.g. DP-SGD's
+    noisy one), ``batches`` (e.g. Poisson sampling), ``forward_model`` (e.g. a per-sample
+    gradient wrapper), ``empty_step`` (what a step with an empty batch does) and
+    ``finish`` (e.g. accounting once the round's steps are known)."""
 
     def __init__(self, config: TrainConfig, loss: Loss = F.cross_entropy) -> None:
         self.config = config
         self.loss = loss
         self.penalties: list[Penalty] = []
         self.grad_hooks: list[GradHook] = []
+
+    def optimizer(self, params: list[nn.Parameter], ctx: FitContext | None) -> Optimizer:
+        cfg = self.config
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+
+    def batches(self, n: int, gen: torch.Generator, ctx: FitContext | None) -> Iterator[Tensor]:
+        """Index tensors of this round's minibatches: whole shuffled epochs."""
+        cfg = self.config
+        return _batches(n, cfg.batch_size or n, planned_steps(cfg, n), gen, _budget(ctx))
+
+    @contextmanager
+    def forward_model(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The module the batches go through (the model itself)."""
+        yield model
+
+    def empty_step(self, params: list[nn.Parameter]) -> bool:
+        """A batch with no example: skipped (return False) unless a subclass steps."""
+        return False
+
+    def finish(self, ctx: FitContext | None, n: int, steps: int) -> None:
+        """After the round's last step."""
 
     def train(
         self,
@@ -79,28 +105,31 @@ class LocalTrainer:
         gen: torch.Generator,
         ctx: FitContext | None = None,
     ) -> TrainResult:
-        cfg = self.config
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+        optimizer = self.optimizer(params, ctx)
         n = len(data)
-        batch = cfg.batch_size or n
         model.train()
         loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
-        for idx in _batches(n, batch, planned_steps(cfg, n), gen, _budget(ctx)):
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(model(data.x[idx]), data.y[idx])
-            objective = loss
-            for penalty in self.penalties:
-                objective = objective + penalty(model, _need(ctx))
-            objective.backward()
-            for hook in self.grad_hooks:
-                hook(model, _need(ctx))
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            seen += len(idx)
-            steps += 1
+        with self.forward_model(model) as forward:
+            for idx in self.batches(n, gen, ctx):
+                optimizer.zero_grad(set_to_none=True)
+                if len(idx) == 0:
+                    if self.empty_step(params):
+                        optimizer.step()
+                        steps += 1
+                    continue
+                loss = self.loss(forward(data.x[idx]), data.y[idx])
+                objective = loss
+                for penalty in self.penalties:
+                    objective = objective + penalty(model, _need(ctx))
+                objective.backward()
+                for hook in self.grad_hooks:
+                    hook(model, _need(ctx))
+                optimizer.step()
+                loss_sum += loss.detach() * len(idx)
+                seen += len(idx)
+                steps += 1
+        self.finish(ctx, n, steps)
         return TrainResult(num_examples=n, loss=float(loss_sum) / max(seen, 1), steps=steps)
 
 

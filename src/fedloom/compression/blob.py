@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fedloom.compression.codec import DTypes, Key, Shapes
 from fedloom.compression.quantize import QUANTIZER_REGISTRY
 from fedloom.compression.sparsify import SELECTORS, index_width, kept, pack_indices, unpack_indices
 from fedloom.compression.spec import Spec, parse_spec
+from fedloom.core.codec import CodecContext, DTypes, Key, Shapes
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.framing import dump_header, framed_size, pack_prefix, read_header
 from fedloom.core.message import Payload
@@ -122,6 +122,14 @@ class SpecCodec:
         dense = torch.zeros(lay.numel, dtype=torch.float32)
         dense[idx] = values
         return dense
+
+
+def spec_codec(arg: str | None, ctx: CodecContext) -> SpecCodec:
+    """The registered spec codecs (``int8``, ``topk``, ...): ``arg`` is the whole spec text,
+    e.g. ``"topk:0.01+int8"`` (``fedloom.compression.select.build_codec`` passes it)."""
+    if arg is None:
+        raise ValueError("a spec codec needs its spec text, e.g. 'int8' or 'topk:0.01+int8'")
+    return SpecCodec(arg, seed=ctx.seed, chunk=ctx.chunk)
 
 
 def _header_bytes(tensors: Tensors) -> bytes:

@@ -1,42 +1,54 @@
-"""Error feedback (Seide et al. 2014; Karimireddy et al. 2019) for a lossy uplink codec.
+"""Error feedback (Seide et al. 2014; Karimireddy et al. 2019) as a wrapper of a lossy
+uplink codec.
 
-The client adds last round's residual to its update, and keeps as the new residual what
-the codec will drop this time: ``sent + new_residual == update + old_residual``. It finds
-``sent`` by doing the very encode the client would do (same codec, same key, hence the
-same random draws) and hands the payload on, so nothing about the codec's internals leaks
-in here and the update is encoded once.
-The residual lives in the client's persistent state: it is unnoised and stays on the
-client (in simulation, in the run's client store, never in the server's checkpoint).
+The client adds last round's residual to its update and keeps as the new residual what
+the codec dropped this time: ``sent + new_residual == update + old_residual``. The
+wrapper learns ``sent`` by decoding its own payload (the server decodes the same bytes
+with the same codec), so it works for every codec and the update is encoded once.
+Because it sits in the codec, every tensor the client sends gets it, including those an
+update transform adds after training (SCAFFOLD's ``aux/scaffold_dc/...``).
+The residual lives in the client's persistent state under ``compression.residual.<name>``:
+it is unnoised and stays on the client (in simulation, in the run's client store, never
+in the server's checkpoint).
 """
 
 from __future__ import annotations
 
-from fedloom.client.context import FitContext
-from fedloom.compression.codec import Codec, uplink_key
+from fedloom.core.codec import Codec, DTypes, Key, Shapes, max_encoded_bytes
+from fedloom.core.message import Payload
 from fedloom.core.tensors import Tensors
 
 RESIDUAL_PREFIX = "compression.residual."
 
 
-class ErrorFeedback:
-    """An update hook; it must run last, right before the uplink encode."""
+class FeedbackCodec:
+    """``inner`` with error feedback on the client's encode (``encode_stateful``); it
+    decodes, and bounds an upload, exactly as ``inner``."""
 
-    def __init__(self, codec: Codec) -> None:
-        self.codec = codec
+    def __init__(self, inner: Codec) -> None:
+        self.inner = inner
+        self.name = inner.name
 
-    def __call__(self, update: Tensors, ctx: FitContext) -> Tensors:
+    def encode_stateful(self, tensors: Tensors, key: Key, state: Tensors) -> bytes:
         corrected = {
-            name: u + ctx.state[RESIDUAL_PREFIX + name]
-            if RESIDUAL_PREFIX + name in ctx.state
-            else u
-            for name, u in update.items()
+            name: t + state[RESIDUAL_PREFIX + name] if RESIDUAL_PREFIX + name in state else t
+            for name, t in tensors.items()
         }
-        payload = self.codec.encode(corrected, uplink_key(ctx.round, ctx.client_id))
-        sent = self.codec.decode(payload)
+        payload = self.inner.encode(corrected, key)
+        sent = self.inner.decode(payload)
         for name, value in corrected.items():
-            ctx.state[RESIDUAL_PREFIX + name] = value - sent[name]
-        ctx.encoded = (corrected, payload)  # the client sends it as is: one encode a round
-        return corrected
+            state[RESIDUAL_PREFIX + name] = value - sent[name]
+        return payload
+
+    def encode(self, tensors: Tensors, key: Key = ()) -> bytes:
+        """Without a client's state there is no residual: ``inner``'s plain encode."""
+        return self.inner.encode(tensors, key)
+
+    def decode(self, data: Payload) -> Tensors:
+        return self.inner.decode(data)
+
+    def max_encoded_bytes(self, shapes: Shapes, dtypes: DTypes) -> int | None:
+        return max_encoded_bytes(self.inner, shapes, dtypes)
 
 
 def residual_of(state: Tensors) -> Tensors:

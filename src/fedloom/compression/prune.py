@@ -5,19 +5,19 @@ dimensions; biases are left alone) are set to zero, so each such tensor has the 
 target sparsity. The target grows linearly to ``prune`` over ``prune_ramp`` rounds, which
 lets the model adapt before most weights are gone (Zhu & Gupta 2017 use a cubic ramp).
 Pruned entries may regrow in a later round; the exported final model has the target.
+``PrunedStrategy`` wraps the run's strategy to prune after its ``apply``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from fedloom.core.tensors import Tensors
-
-Apply = Callable[[Mapping[str, Tensor], Mapping[str, Tensor]], Tensors]
+from fedloom.server.strategy import Strategy, StrategyWrapper
 
 
 def prune_tensor(t: Tensor, sparsity: float) -> Tensor:
@@ -38,7 +38,7 @@ def sparsity_of(tensors: Mapping[str, Tensor]) -> float:
 
 
 class MagnitudePruner:
-    """Wraps a strategy's ``apply``; checkpointed through its ``state_dict``."""
+    """Prunes each new global state (``step``); checkpointed through its ``state_dict``."""
 
     def __init__(self, target: float, ramp: int) -> None:
         self.target, self.ramp = target, ramp
@@ -48,18 +48,13 @@ class MagnitudePruner:
     def level(self, step: int) -> float:
         return self.target if self.ramp == 0 else self.target * min(1.0, step / self.ramp)
 
-    def wrap(self, apply: Apply) -> Apply:
-        def pruned_apply(
-            global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]
-        ) -> Tensors:
-            new = apply(global_state, aggregate)
-            self.steps += 1
-            level = self.level(self.steps)
-            new = {n: prune_tensor(t, level) if t.dim() >= 2 else t for n, t in new.items()}
-            self.sparsity = sparsity_of(new)
-            return new
-
-        return pruned_apply
+    def step(self, new: Mapping[str, Tensor]) -> Tensors:
+        """``new`` with every weight tensor pruned to this step's sparsity."""
+        self.steps += 1
+        level = self.level(self.steps)
+        pruned = {n: prune_tensor(t, level) if t.dim() >= 2 else t for n, t in new.items()}
+        self.sparsity = sparsity_of(pruned)
+        return pruned
 
     def metrics(self, rnd: int) -> dict[str, Any]:
         return {"sparsity": self.sparsity}
@@ -69,3 +64,14 @@ class MagnitudePruner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps, self.sparsity = int(state["steps"]), float(state["sparsity"])
+
+
+class PrunedStrategy(StrategyWrapper):
+    """``inner`` in every phase; its ``apply`` is followed by the pruner's step."""
+
+    def __init__(self, inner: Strategy, pruner: MagnitudePruner) -> None:
+        super().__init__(inner)
+        self.pruner = pruner
+
+    def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
+        return self.pruner.step(self.inner.apply(global_state, aggregate))

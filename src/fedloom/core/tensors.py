@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -26,10 +26,6 @@ def global_norm(tensors: Mapping[str, Tensor]) -> float:
     return float(
         torch.linalg.vector_norm(torch.stack([t.double().norm() for t in tensors.values()]))
     )
-
-
-def num_bytes(tensors: Iterable[Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def state_of(module: torch.nn.Module) -> Tensors:

@@ -11,7 +11,7 @@ import torch
 from fedloom.core.errors import DataError
 from fedloom.data.base import TensorData
 from fedloom.data.config import DataConfig
-from fedloom.data.registry import LoadedData, register_dataset, require_data_dir
+from fedloom.data.registry import LoadedData, require_data_dir
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 CIFAR10_CLASSES = 10
@@ -28,7 +28,6 @@ def _cifar10_class() -> Any:
     return CIFAR10
 
 
-@register_dataset("cifar10")
 def load_cifar10(cfg: DataConfig, num_clients: int, seed: int) -> LoadedData:
     """The official 50k/10k split as ``(N, 3, 32, 32)`` float32 in [0, 1], no mean/std shift.
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DatasetName = Literal[
-    "digits", "mnist", "fashion_mnist", "kmnist", "synthetic", "cifar10", "custom"
-]
+from fedloom.core.registry import REGISTRY, registered
+
 #: ``custom`` records that the data came from the Python API (``fedloom.federate``):
 #: fedloom has no loader for it, so such a run resumes only with the data passed again.
 CUSTOM_DATA = "custom"
-PartitionScheme = Literal["iid", "dirichlet", "shards", "quantity", "natural"]
+NATURAL = "natural"
+"""The partition of a dataset that comes with its own per-device split."""
 
-#: Datasets read from IDX files, the only ones for which ``files`` means something.
-IDX_DATASETS: frozenset[str] = frozenset({"mnist", "fashion_mnist", "kmnist"})
-#: Datasets that come with their own per-client split.
-NATURAL_DATASETS: frozenset[str] = frozenset({"synthetic"})
+
+def _has(name: str, capability: str) -> bool:
+    """Whether dataset ``name`` declares ``capability``: ``files`` (read from IDX files,
+    so ``data.files`` applies) or ``natural`` (it has its own per-device split)."""
+    if name == CUSTOM_DATA:
+        return False
+    return capability in REGISTRY.component("dataset", name, "data.name").capabilities
 
 
 class DataConfig(BaseModel):
@@ -25,7 +28,9 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: DatasetName = "digits"
+    name: str = "digits"
+    """A registered dataset (digits, mnist, fashion_mnist, kmnist, synthetic, cifar10, or
+    a plugin's), or ``custom`` (data passed to the Python API)."""
     dir: str | None = Field(
         None, description="folder holding the files for mnist/fashion_mnist/kmnist/cifar10"
     )
@@ -34,8 +39,11 @@ class DataConfig(BaseModel):
         description='IDX datasets only: "test" reads just the t10k files and holds out '
         "test_fraction of them as the test split",
     )
-    partition: PartitionScheme | None = Field(
-        None, description='None means "natural" for synthetic and "iid" otherwise'
+    partition: str | None = Field(
+        None,
+        description="a registered partitioner (iid, dirichlet, shards, quantity, or a "
+        'plugin\'s) or "natural"; None means "natural" for a dataset with its own split '
+        'and "iid" otherwise',
     )
     alpha: float = Field(0.5, gt=0, description="dirichlet concentration (smaller = more skew)")
     shards_per_client: int = Field(2, ge=1)
@@ -54,10 +62,20 @@ class DataConfig(BaseModel):
         "shifted fine-tuning task); labels keep their values, so the model's head is unchanged",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        return name if name == CUSTOM_DATA else registered("dataset", name)
+
+    @field_validator("partition")
+    @classmethod
+    def _known_partitioner(cls, name: str | None) -> str | None:
+        return name if name in (None, NATURAL) else registered("partitioner", name)
+
     @model_validator(mode="after")
     def _check_combinations(self) -> DataConfig:
         problems: list[str] = []
-        natural = self.name in NATURAL_DATASETS
+        natural = _has(self.name, "natural")
         if natural and self.partition not in (None, "natural"):
             problems.append(
                 f'partition: {self.name} has its own per-device split; use "natural" '
@@ -65,20 +83,18 @@ class DataConfig(BaseModel):
             )
         if not natural and self.partition == "natural":
             problems.append(
-                f'partition: "natural" exists only for {sorted(NATURAL_DATASETS)}; '
-                f"{self.name} needs iid, dirichlet, shards or quantity"
+                f'partition: "natural" exists only for datasets with their own split; '
+                f"{self.name} needs one of {', '.join(REGISTRY.names('partitioner'))}"
             )
-        if self.files == "test" and self.name not in IDX_DATASETS:
-            problems.append(
-                f'files: "test" applies only to {sorted(IDX_DATASETS)}, not {self.name}'
-            )
+        if self.files == "test" and not _has(self.name, "files"):
+            problems.append(f'files: "test" applies only to IDX datasets, not {self.name}')
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     @property
-    def resolved_partition(self) -> PartitionScheme:
+    def resolved_partition(self) -> str:
         """The scheme actually used: ``partition``, or the dataset's default when unset."""
         if self.partition is not None:
             return self.partition
-        return "natural" if self.name in NATURAL_DATASETS else "iid"
+        return NATURAL if _has(self.name, "natural") else "iid"

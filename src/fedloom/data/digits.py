@@ -8,13 +8,12 @@ import torch
 from fedloom.core.seeding import numpy_rng
 from fedloom.data.base import TensorData
 from fedloom.data.config import DataConfig
-from fedloom.data.registry import LoadedData, register_dataset
+from fedloom.data.registry import LoadedData
 from fedloom.data.split import stratified_holdout
 
 DIGITS_CLASSES = 10
 
 
-@register_dataset("digits")
 def load_digits_dataset(cfg: DataConfig, num_clients: int, seed: int) -> LoadedData:
     """1797 images as ``(N, 1, 8, 8)`` float32 in [0, 1] (pixel / 16), no mean/std shift.
 

@@ -8,9 +8,6 @@ from typing import Any
 import torch
 
 from fedloom.core.errors import ConfigError, DataError
-
-# Importing the loader modules registers them in DATASETS.
-from fedloom.data import cifar, digits, idx, synthetic  # noqa: F401
 from fedloom.data.base import FederatedDataset, TensorData
 from fedloom.data.config import CUSTOM_DATA, DataConfig
 from fedloom.data.partition import partition, scheme_options

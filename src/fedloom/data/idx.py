@@ -12,7 +12,6 @@ import gzip
 import math
 import struct
 import zlib
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from fedloom.core.errors import DataError
 from fedloom.core.seeding import numpy_rng
 from fedloom.data.base import TensorData
 from fedloom.data.config import DataConfig
-from fedloom.data.registry import LoadedData, register_dataset, require_data_dir
+from fedloom.data.registry import LoadedData, require_data_dir
 from fedloom.data.split import stratified_holdout
 
 #: Where each dataset's IDX files can be downloaded by hand.
@@ -148,5 +147,6 @@ def _has_t10k_only(directory: Path) -> bool:
     return has_test and not has_train
 
 
-for _name in IDX_SOURCES:
-    register_dataset(_name)(partial(load_idx_dataset, dataset=_name))
+def load_idx(cfg: DataConfig, num_clients: int, seed: int) -> LoadedData:
+    """The IDX dataset ``cfg.name`` (mnist, fashion_mnist, kmnist)."""
+    return load_idx_dataset(cfg, num_clients, seed, dataset=cfg.name)

@@ -1,9 +1,10 @@
 """Label-based partition schemes: split a train set's sample indices among clients.
 
 Each scheme is a pure function ``(labels, num_clients, rng, **options) -> index tensors``
-registered by name in ``PARTITIONERS``; ``partition()`` validates inputs, derives the
-seeded generator and dispatches. Every scheme returns disjoint, sorted int64 index tensors
-that together cover ``range(len(labels))``.
+registered by name (kind ``partitioner``, declared in ``fedloom.builtins``);
+``partition()`` validates inputs, derives the seeded generator and dispatches. Every
+scheme returns disjoint, sorted int64 index tensors that together cover
+``range(len(labels))``.
 """
 
 from __future__ import annotations
@@ -16,24 +17,16 @@ import numpy as np
 import torch
 
 from fedloom.core.errors import DataError
+from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import numpy_rng
 
 PartitionFn = Callable[..., list[torch.Tensor]]
 
-#: scheme name -> partition function; "natural" is absent because it comes from a loader.
-PARTITIONERS: dict[str, PartitionFn] = {}
-
 
 def register_partition(name: str) -> Callable[[PartitionFn], PartitionFn]:
-    """Register ``fn`` under ``name``; its keyword-only parameters are its options."""
-
-    def decorate(fn: PartitionFn) -> PartitionFn:
-        if name in PARTITIONERS:
-            raise ValueError(f"partition scheme {name!r} is already registered")
-        PARTITIONERS[name] = fn
-        return fn
-
-    return decorate
+    """Register ``fn`` under ``name`` (``@fedloom.register("partitioner", name)``); its
+    keyword-only parameters are its options."""
+    return REGISTRY.register("partitioner", name)
 
 
 def scheme_options(scheme: str) -> tuple[str, ...]:
@@ -73,9 +66,10 @@ def partition(
 
 
 def _lookup(scheme: str) -> PartitionFn:
-    if scheme not in PARTITIONERS:
-        raise DataError(f"unknown partition scheme {scheme!r}; known: {sorted(PARTITIONERS)}")
-    return PARTITIONERS[scheme]
+    if scheme not in REGISTRY.names("partitioner"):
+        known = REGISTRY.names("partitioner")
+        raise DataError(f"unknown partition scheme {scheme!r}; known: {known}")
+    return REGISTRY.lookup("partitioner", scheme)  # type: ignore[no-any-return]
 
 
 def _as_label_array(labels: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -103,7 +97,6 @@ def _to_tensors(parts: list[np.ndarray]) -> list[torch.Tensor]:
     return [torch.from_numpy(np.sort(part).astype(np.int64)) for part in parts]
 
 
-@register_partition("iid")
 def iid_partition(
     labels: np.ndarray, num_clients: int, rng: np.random.Generator
 ) -> list[torch.Tensor]:
@@ -111,7 +104,6 @@ def iid_partition(
     return _to_tensors(np.array_split(rng.permutation(len(labels)), num_clients))
 
 
-@register_partition("dirichlet")
 def dirichlet_partition(
     labels: np.ndarray,
     num_clients: int,
@@ -161,7 +153,6 @@ def _dirichlet_draw(
     return [np.concatenate(bucket) for bucket in buckets]
 
 
-@register_partition("shards")
 def shard_partition(
     labels: np.ndarray,
     num_clients: int,
@@ -191,7 +182,6 @@ def shard_partition(
     return _to_tensors([np.concatenate([shards[s] for s in row]) for row in owners])
 
 
-@register_partition("quantity")
 def quantity_partition(
     labels: np.ndarray,
     num_clients: int,

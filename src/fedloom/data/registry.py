@@ -1,4 +1,5 @@
-"""Dataset loaders by name: ``@register_dataset("digits")`` and the contract they fulfil."""
+"""Dataset loaders by name (kind ``dataset`` of ``fedloom.core.registry``) and the contract
+they fulfil."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fedloom.core.errors import DataError
+from fedloom.core.registry import REGISTRY
 from fedloom.data.base import TensorData
 from fedloom.data.config import DataConfig
 
@@ -27,26 +29,14 @@ class LoadedData:
 #: ``num_clients`` (one device per client).
 DatasetLoader = Callable[[DataConfig, int, int], LoadedData]
 
-#: dataset name -> loader; filled when the loader modules are imported.
-DATASETS: dict[str, DatasetLoader] = {}
-
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Register a loader under ``name`` (one of ``DataConfig.name``'s values)."""
-
-    def decorate(loader: DatasetLoader) -> DatasetLoader:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        DATASETS[name] = loader
-        return loader
-
-    return decorate
+    """Register a loader under ``name``: ``@fedloom.register("dataset", name)``."""
+    return REGISTRY.register("dataset", name)
 
 
 def get_loader(name: str) -> DatasetLoader:
-    if name not in DATASETS:
-        raise DataError(f"no loader for dataset {name!r}; known: {sorted(DATASETS)}")
-    return DATASETS[name]
+    return REGISTRY.component("dataset", name, "data.name").load()  # type: ignore[no-any-return]
 
 
 def require_data_dir(cfg: DataConfig) -> Path:

@@ -28,7 +28,7 @@ import torch
 from fedloom.core.seeding import numpy_rng
 from fedloom.data.base import TensorData
 from fedloom.data.config import DataConfig
-from fedloom.data.registry import LoadedData, register_dataset
+from fedloom.data.registry import LoadedData
 
 NUM_FEATURES = 60
 NUM_CLASSES = 10
@@ -64,7 +64,6 @@ def _holdout_count(num_samples: int, fraction: float) -> int:
     return min(max(int(np.floor(fraction * num_samples + 0.5)), 1), num_samples - 1)
 
 
-@register_dataset("synthetic")
 def load_synthetic(cfg: DataConfig, num_clients: int, seed: int) -> LoadedData:
     """``num_clients`` devices; each keeps its train part as one client (the natural split).
 

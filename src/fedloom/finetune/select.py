@@ -76,15 +76,7 @@ def _importance(parts: Parts) -> set[str]:
         chosen = select_by_budget(scores, sizes, cfg.fraction)
         parts.notes["finetune_importance"] = {n: scores[n] for n in sorted(chosen)}
         return chosen
-    privacy = parts.config.privacy.mode
-    if privacy != "none":
-        raise ConfigError(
-            [
-                f"finetune.mode=importance with privacy.mode={privacy}: scoring on the clients' "
-                "data is an unnoised release outside epsilon; set "
-                "finetune.importance_source=weights (scores from the pretrained weights)"
-            ]
-        )
+    # with DP, importance on the clients' data is refused at config time (fedloom.compat)
     chosen, scores = importance_selection(
         parts.model,
         parts.client_data or parts.data.client,

@@ -1,4 +1,5 @@
-"""A name -> factory registry. A factory takes the input shape and number of classes.
+"""Models by name (kind ``model`` of ``fedloom.core.registry``): a factory takes the input
+shape and the number of classes.
 
 A model may declare how many dimensions one input must have (``input_ndim=3`` for a
 convolutional net on ``(C, H, W)`` images), so that a model and a dataset that do not
@@ -13,37 +14,34 @@ from typing import TypeVar
 from torch import nn
 
 from fedloom.core.errors import ConfigError
+from fedloom.core.registry import REGISTRY
 
 ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
 F = TypeVar("F", bound=ModelFactory)
 
-_MODELS: dict[str, ModelFactory] = {}
-_INPUT_NDIM: dict[str, int] = {}
-"""Models that need inputs of one rank; the others (flattening models) take any shape."""
-
 
 def register_model(name: str, *, input_ndim: int | None = None) -> Callable[[F], F]:
-    """Decorator: ``@register_model("cnn", input_ndim=3)`` on ``def cnn(input_shape, classes)``."""
-
-    def add(factory: F) -> F:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = factory
-        if input_ndim is not None:
-            _INPUT_NDIM[name] = input_ndim
-        return factory
-
-    return add
+    """Decorator: ``@register_model("cnn", input_ndim=3)`` on ``def cnn(input_shape, classes)``;
+    the same as ``@fedloom.register("model", name, input_ndim=...)``."""
+    if input_ndim is None:
+        return REGISTRY.register("model", name)
+    return REGISTRY.register("model", name, input_ndim=input_ndim)
 
 
 def available_models() -> list[str]:
-    return sorted(_MODELS)
+    return REGISTRY.names("model")
+
+
+def _input_ndim(name: str) -> int | None:
+    """The rank one input of model ``name`` must have; None: it flattens any shape."""
+    ndim = REGISTRY.component("model", name, "model.name").meta.get("input_ndim")
+    return None if ndim is None else int(ndim)
 
 
 def models_for(input_shape: tuple[int, ...]) -> list[str]:
     """The registered models that accept inputs of ``input_shape``'s rank."""
     return [
-        n for n in available_models() if _INPUT_NDIM.get(n, len(input_shape)) == len(input_shape)
+        n for n in available_models() if (_input_ndim(n) or len(input_shape)) == len(input_shape)
     ]
 
 
@@ -66,14 +64,9 @@ def build_model(
     A model that cannot take ``input_shape`` (wrong rank, or too small an image for its
     layers) is a ``ConfigError`` naming the model, ``data_name`` and the shapes.
     """
-    try:
-        factory = _MODELS[name]
-    except KeyError:
-        raise ConfigError(
-            [f"model.name: unknown model {name!r}; allowed: {', '.join(available_models())}"]
-        ) from None
+    factory = REGISTRY.component("model", name, "model.name").load()
     shape = tuple(input_shape)
-    ndim = _INPUT_NDIM.get(name)
+    ndim = _input_ndim(name)
     if ndim is not None and len(shape) != ndim:
         raise ConfigError(
             [

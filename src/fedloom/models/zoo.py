@@ -9,8 +9,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedloom.models.registry import register_model
-
 
 def _flat_size(body: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]) -> int:
     """Size of ``body``'s flattened output, found with one dummy forward pass."""
@@ -56,17 +54,14 @@ class CNNMcMahan(nn.Module):
         return self.fc2(F.relu(self.fc1(self._features(x))))
 
 
-@register_model("cnn", input_ndim=3)
 def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return CNN(input_shape, num_classes)
 
 
-@register_model("cnn_mcmahan", input_ndim=3)
 def cnn_mcmahan(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return CNNMcMahan(input_shape, num_classes)
 
 
-@register_model("mlp_2nn")
 def mlp_2nn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """McMahan et al.'s 2NN: two hidden layers of 200 (199,210 parameters on 784 inputs)."""
     inputs = math.prod(input_shape)
@@ -80,6 +75,5 @@ def mlp_2nn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     )
 
 
-@register_model("logreg")
 def logreg(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))

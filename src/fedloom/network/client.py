@@ -1,7 +1,8 @@
 """A networked client process: the simulation's ``Client`` class behind a gRPC channel.
 
-The client builds the same federation locally from the same config (dataset, partition,
-model, trainer, features' update hooks), keeps only its own ``Client``, and then loops:
+The client assembles the same federation locally from the same config (dataset,
+partition, model, trainer, the features' transforms) and builds only its own ``Client``
+(``fedloom.experiment.build_clients``), then loops:
 long-poll for work, train, stream the update back. When the server is unreachable (for
 example while it restarts), or answers "retry" (it is stopping before the run is over),
 it polls again with exponential backoff, and gives up only after ``network.give_up_s``
@@ -21,7 +22,7 @@ from fedloom.client.client import Client
 from fedloom.config import FedConfig, load_config
 from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.core.message import Message
-from fedloom.experiment import Experiment
+from fedloom.experiment import assemble, build_clients
 from fedloom.network.config import read_file
 from fedloom.transport.grpc_client import ClientTls, GrpcClientChannel, GrpcClientSettings
 from fedloom.transport.grpc_common import ProtocolMismatch, is_loopback
@@ -41,7 +42,8 @@ def local_client(config: FedConfig, partition: int) -> Client:
     local = config.model_copy(
         update={"network": config.network.model_copy(update={"mode": "simulation"})}
     )
-    return Experiment(local).clients[str(partition)]
+    cid = str(partition)
+    return build_clients(assemble(local), [cid])[cid]
 
 
 def client_settings(

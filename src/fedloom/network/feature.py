@@ -13,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedloom.compression.codec import max_encoded_bytes
+from fedloom.core.codec import max_encoded_bytes
 from fedloom.core.errors import ConfigError
 from fedloom.core.files import read_json
+from fedloom.core.tensors import state_of
 from fedloom.network.config import NetworkConfig, read_file
 from fedloom.parts import Parts
+from fedloom.server.validate import UpdateSpec
 from fedloom.transport.inprocess import Handler
 
 log = logging.getLogger(__name__)
@@ -113,9 +115,17 @@ def grpc_feature(parts: Parts) -> None:
     from fedloom.transport.grpc_server import GrpcServerTransport
 
     settings = server_settings(net, [str(k) for k in range(parts.config.clients.num)])
+    # an upload larger than the largest encoding of this model's update is refused unread
+    state = {n: t for n, t in state_of(parts.model).items() if parts.trainable(n)}
+    spec = UpdateSpec.of({**state, **parts.strategy.update_extras(state)}, 0)
+    limit = upload_limit(spec.shapes, spec.dtypes, parts.up, net.max_message_bytes)
+    parts.max_update_bytes = limit
+    parts.min_updates = net.min_clients
 
     def factory(handlers: Mapping[str, Handler]) -> GrpcServerTransport:
-        return GrpcServerTransport(settings)
+        transport = GrpcServerTransport(settings)
+        transport.limit_uploads(limit)
+        return transport
 
     parts.transport = factory
 

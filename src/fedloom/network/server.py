@@ -10,7 +10,6 @@ polling for the restarted server.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import socket
@@ -21,7 +20,6 @@ from fedloom.config import load_config
 from fedloom.core.clientref import naming_clients
 from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.experiment import Experiment, RoundHook, RunResult, resume
-from fedloom.network.feature import upload_limit
 from fedloom.network.stopping import Interrupted
 from fedloom.rundir import (
     CONFIG_FILE,
@@ -101,11 +99,6 @@ def serve(experiment: Experiment, on_round: RoundHook | None = None) -> RunResul
             ]
         )
     server = experiment.server
-    server.min_updates = net.min_clients
-    # an upload larger than the largest encoding of this model's update is refused unread
-    limit = upload_limit(server.spec.shapes, server.spec.dtypes, server.up, net.max_message_bytes)
-    server.spec = dataclasses.replace(server.spec, max_bytes=limit)
-    transport.limit_uploads(limit)
     try:
         transport.start()
     except (OSError, RuntimeError):  # grpc raises RuntimeError("Failed to bind ...")

@@ -37,7 +37,7 @@ from fedloom.privacy.central import CentralDPStrategy, DPSumAggregator
 from fedloom.privacy.clipping import clip_update
 from fedloom.privacy.noise import NoiseSource
 from fedloom.server.sampler import Sampler
-from fedloom.server.strategy import Aggregator, DelegatingStrategy, Strategy
+from fedloom.server.strategy import Aggregator, Strategy, StrategyWrapper
 
 CANARY_NORM = 10.0
 """Canary update norm in units of the clip: the server's clipping has work to do."""
@@ -168,7 +168,7 @@ class _Recorder:
 
     def result(self) -> Tensors:
         released = self.inner.result()
-        owner, rnd = self.owner, self.owner.dp.round
+        owner, rnd = self.owner, self.inner.round
         residual = {
             n: t.double() * owner.dp.mech.expected_clients - self.others[n]
             for n, t in released.items()
@@ -178,7 +178,7 @@ class _Recorder:
         return released
 
 
-class CanaryRecorder(DelegatingStrategy):
+class CanaryRecorder(StrategyWrapper):
     """Wraps the central DP strategy; each round's aggregator records the canary score.
     ``server_clip=False`` switches the server's clipping off (a positive control)."""
 
@@ -190,9 +190,9 @@ class CanaryRecorder(DelegatingStrategy):
         self.server_clip = server_clip
         self.scores: dict[int, float] = {}
 
-    def new_aggregator(self) -> Aggregator:
+    def new_aggregator(self, rnd: int) -> Aggregator:
         # the central strategy's own aggregator, typed as what it is
-        aggregator = cast(DPSumAggregator, self.dp.new_aggregator())
+        aggregator = cast(DPSumAggregator, self.dp.new_aggregator(rnd))
         if not self.server_clip:
             aggregator.clip = math.inf
         return _Recorder(aggregator, self)
@@ -201,8 +201,8 @@ class CanaryRecorder(DelegatingStrategy):
 class _CanaryTap:
     """Hands every update to the inner aggregator; records the canary's own release."""
 
-    def __init__(self, inner: Aggregator, owner: ReleaseRecorder) -> None:
-        self.inner, self.owner = inner, owner
+    def __init__(self, inner: Aggregator, owner: ReleaseRecorder, rnd: int) -> None:
+        self.inner, self.owner, self.round = inner, owner, rnd
 
     @property
     def count(self) -> int:
@@ -211,26 +211,21 @@ class _CanaryTap:
     def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         if client_id.startswith(CANARY_PREFIX):
             owner = self.owner
-            u = canary_direction(update, owner.seed, owner.round)
-            owner.scores[owner.round] = project(update, u) / owner.clip
+            u = canary_direction(update, owner.seed, self.round)
+            owner.scores[self.round] = project(update, u) / owner.clip
         self.inner.add(client_id, update, meta)
 
     def result(self) -> Tensors:
         return self.inner.result()
 
 
-class ReleaseRecorder(DelegatingStrategy):
+class ReleaseRecorder(StrategyWrapper):
     """Wraps any strategy; records the canary's release as it arrives (local DP)."""
 
     def __init__(self, inner: Strategy, seed: int, clip: float) -> None:
         super().__init__(inner)
         self.seed, self.clip = seed, clip
-        self.round = 0
         self.scores: dict[int, float] = {}
 
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        self.round = rnd
-        return self.inner.fit_config(rnd)
-
-    def new_aggregator(self) -> Aggregator:
-        return _CanaryTap(self.inner.new_aggregator(), self)
+    def new_aggregator(self, rnd: int) -> Aggregator:
+        return _CanaryTap(self.inner.new_aggregator(rnd), self, rnd)

@@ -44,7 +44,7 @@ from fedloom.privacy.grid import (
     to_grid,
 )
 from fedloom.privacy.noise import NoiseSource
-from fedloom.server.strategy import Aggregator, DelegatingStrategy, Strategy
+from fedloom.server.strategy import Aggregator, Strategy, StrategyWrapper
 
 CLIP_KEY = "dp_clip"
 """Round meta: the clip the server will apply this round."""
@@ -185,7 +185,7 @@ class DPSumAggregator:
         return (doubled + int(noise)) / (2 * fine)
 
 
-class CentralDPStrategy(DelegatingStrategy):
+class CentralDPStrategy(StrategyWrapper):
     """Wraps a strategy: its aggregator becomes ``DPSumAggregator``; everything else
     (server optimizer, extras, state) is the wrapped strategy's."""
 
@@ -195,7 +195,6 @@ class CentralDPStrategy(DelegatingStrategy):
         self.name = f"dp-{inner.name}"
         self.always_apply = True
         """A round with no update still releases (noise only) and is accounted."""
-        self.round = 0
         self.template: Tensors = {}
 
     def start(self, global_state: Mapping[str, Tensor]) -> None:
@@ -204,8 +203,7 @@ class CentralDPStrategy(DelegatingStrategy):
         self.template = {n: torch.zeros_like(t) for n, t in {**global_state, **extras}.items()}
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
-        self.round = rnd  # the server asks once per round, right before new_aggregator
         return {**self.inner.fit_config(rnd), CLIP_KEY: self.mech.current_clip}
 
-    def new_aggregator(self) -> Aggregator:
-        return DPSumAggregator(self.mech, self.round, self.template)
+    def new_aggregator(self, rnd: int) -> Aggregator:
+        return DPSumAggregator(self.mech, rnd, self.template)

@@ -18,7 +18,8 @@ on its own history ``(z_k, q_k, steps)``; the metrics report the largest ε over
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from opacus.validators import ModuleValidator
-from torch import nn
-from torch.nn import functional as F
+from torch import Tensor, nn
 
 from fedloom.client.context import FitContext, TrainResult
 from fedloom.client.trainer import LocalTrainer, TrainConfig, planned_steps
@@ -38,7 +38,7 @@ from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.budget import budget_guard, report
 from fedloom.privacy.config import AccountantName, PrivacyConfig
-from fedloom.privacy.modes import noise_multiplier_for, refuse_over_network
+from fedloom.privacy.modes import noise_multiplier_for
 from fedloom.privacy.noise import NoiseSource, noise_source, poisson_mask
 
 
@@ -135,22 +135,55 @@ class DPSGDTrainer(LocalTrainer):
         self.noise, self.ledgers = noise, ledgers
         self.secure_batches = secure_batches
         """Poisson batches from the OS's CSPRNG instead of the client's seeded generator."""
+        self.expected_batch = 1
+        """B, this round's expected Poisson batch size (set as each round starts)."""
 
-    def optimizer(
-        self, params: list[nn.Parameter], z: float, batch: int, ctx: FitContext
-    ) -> DPOptimizer:
+    def _round(self, n: int, ctx: FitContext | None) -> tuple[float, float, int]:
+        """(z, the Poisson rate B/n, the steps) of this client's round."""
+        if ctx is None:
+            raise ValueError("DP-SGD accounts per client: pass the FitContext")
+        batch = min(self.config.batch_size or n, n)
+        return self.noise_multipliers[ctx.client_id], batch / n, planned_steps(self.config, n)
+
+    def optimizer(self, params: list[nn.Parameter], ctx: FitContext | None) -> DPOptimizer:
         """Opacus' optimizer for one client's round (the audit's canaries override this)."""
+        assert ctx is not None  # ``train`` checked it
         cfg = self.config
         return KeyedNoiseDPOptimizer(
             torch.optim.SGD(
                 params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
             ),
-            noise_multiplier=z,
+            noise_multiplier=self.noise_multipliers[ctx.client_id],
             max_grad_norm=self.clip,
-            expected_batch_size=batch,
+            expected_batch_size=self.expected_batch,
             noise=self.noise,
             keys=(ctx.round, ctx.client_id),
         )
+
+    def batches(self, n: int, gen: torch.Generator, ctx: FitContext | None) -> Iterator[Tensor]:
+        """Poisson batches (rate B/n): each example joins each step independently."""
+        _, rate, steps = self._round(n, ctx)
+        draw = None if self.secure_batches else gen
+        for _ in range(steps):
+            yield torch.nonzero(poisson_mask(n, rate, draw)).flatten()
+
+    @contextmanager
+    def forward_model(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Opacus' per-sample gradients (the loss must be a mean over the batch)."""
+        gsm = GradSampleModule(model, loss_reduction="mean")
+        try:
+            with warnings.catch_warnings():
+                # the input needs no gradient, so torch warns about the per-sample hooks
+                warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+                yield gsm
+        finally:
+            gsm._close()  # removes the hooks: the shared workspace model is left plain
+
+    def empty_step(self, params: list[nn.Parameter]) -> bool:
+        """An empty Poisson batch still takes a noise-only step."""
+        for p in params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
+        return True
 
     def train(
         self,
@@ -159,37 +192,15 @@ class DPSGDTrainer(LocalTrainer):
         gen: torch.Generator,
         ctx: FitContext | None = None,
     ) -> TrainResult:
-        if ctx is None:
-            raise ValueError("DP-SGD accounts per client: pass the FitContext")
-        cfg, n = self.config, len(data)
-        batch = min(cfg.batch_size or n, n)
-        rate, steps = batch / n, planned_steps(cfg, n)
-        z = self.noise_multipliers[ctx.client_id]
-        gsm = GradSampleModule(model, loss_reduction="mean")
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = self.optimizer(params, z, batch, ctx)
-        model.train()
-        loss_sum, seen = 0.0, 0
-        try:
-            with warnings.catch_warnings():
-                # the input needs no gradient, so torch warns about the per-sample hooks; harmless
-                warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
-                for _ in range(steps):
-                    draw = None if self.secure_batches else gen
-                    idx = torch.nonzero(poisson_mask(n, rate, draw)).flatten()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = F.cross_entropy(gsm(data.x[idx]), data.y[idx]) if len(idx) else None
-                    if loss is None:  # an empty Poisson batch still takes a noise-only step
-                        for p in params:
-                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
-                    else:
-                        loss.backward()
-                        loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
-                    optimizer.step()
-        finally:
-            gsm._close()  # removes the hooks: the shared workspace model is left plain
-        self.ledgers.record(ctx.client_id, z, rate, steps)
-        return TrainResult(num_examples=n, loss=loss_sum / max(seen, 1), steps=steps)
+        n = len(data)
+        self._round(n, ctx)  # checks the context before anything trains
+        self.expected_batch = min(self.config.batch_size or n, n)
+        return super().train(model, data, gen, ctx)
+
+    def finish(self, ctx: FitContext | None, n: int, steps: int) -> None:
+        z, rate, planned = self._round(n, ctx)
+        assert ctx is not None
+        self.ledgers.record(ctx.client_id, z, rate, planned)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -205,12 +216,7 @@ def _check_model(model: nn.Module) -> None:
 
 
 def build_dpsgd(parts: Parts) -> None:
-    refuse_over_network(parts)
     cfg, fed = parts.config.privacy, parts.config
-    if fed.strategy.name in ("fedprox", "scaffold", "fednova"):
-        raise ConfigError(
-            [f"privacy.mode=dpsgd does not support strategy.name={fed.strategy.name}"]
-        )
     _check_model(parts.model)
     sizes = [len(ix) for ix in parts.data.client_indices]
     plans = client_plans(cfg, fed.train, sizes, fed.rounds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fedloom.client.transforms import ATTACK, CLIP, LOCAL_DP
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant, calibrate
@@ -24,25 +25,7 @@ def noise_multiplier_for(cfg: PrivacyConfig, sample_rate: float, steps: int) -> 
     return calibrate(cfg.target_epsilon, cfg.delta, sample_rate, steps, cfg.accountant)
 
 
-def _check_central(parts: Parts) -> None:
-    strategy = parts.config.strategy
-    problems = []
-    if strategy.name in ("scaffold", "fednova"):
-        problems.append(
-            f"privacy.mode=central replaces the aggregator; strategy.name={strategy.name} "
-            "needs its own (use fedavg, fedavgm, fedadam, fedyogi, fedadagrad or fedprox)"
-        )
-    if strategy.aggregator != "mean":
-        problems.append(
-            f"privacy.mode=central clips and sums every update itself; "
-            f"strategy.aggregator={strategy.aggregator} cannot be combined with it (use mean)"
-        )
-    if problems:
-        raise ConfigError(problems)
-
-
 def build_central(parts: Parts) -> None:
-    _check_central(parts)
     cfg, fed = parts.config.privacy, parts.config
     if cfg.secure_rng:
         require_opendp("privacy.secure_rng")
@@ -66,7 +49,7 @@ def build_central(parts: Parts) -> None:
     )
     parts.sampler = sampler
     parts.strategy = CentralDPStrategy(parts.strategy, mech)
-    parts.client_hooks.append(client_clip_hook())  # before compression's hook
+    parts.add_transform(CLIP, client_clip_hook(), after=(ATTACK,))
     parts.stateful["privacy"] = mech
     acc = mech.accountant
     report(
@@ -86,22 +69,7 @@ def build_central(parts: Parts) -> None:
     budget_guard(parts, cfg, lambda rnd: acc.epsilon_after(z, rate, cfg.delta))
 
 
-def refuse_over_network(parts: Parts) -> None:
-    """``local`` and ``dpsgd`` account where the client trains; a networked server would
-    report ε = 0 and never stop at the budget, so they run in simulation only."""
-    mode = parts.config.privacy.mode
-    if parts.config.network.mode != "simulation":
-        raise ConfigError(
-            [
-                f"privacy.mode={mode} accounts on each client and is not supported over the "
-                "network yet (the server could not report or enforce ε); use "
-                "privacy.mode=central, or run it in simulation"
-            ]
-        )
-
-
 def build_local(parts: Parts) -> None:
-    refuse_over_network(parts)
     cfg, fed = parts.config.privacy, parts.config
     if cfg.secure_rng:
         require_opendp("privacy.secure_rng")
@@ -109,7 +77,8 @@ def build_local(parts: Parts) -> None:
     ledger = ParticipationLedger(z, cfg.accountant)
     # secure: every client draws from its own OS CSPRNG (None), nothing the server can redo
     noise = None if cfg.secure_rng else noise_source(False, fed.seed, "dp-local")
-    parts.client_hooks.append(local_dp_hook(cfg.clip, z, noise, ledger, cfg.granularity))
+    hook = local_dp_hook(cfg.clip, z, noise, ledger, cfg.granularity)
+    parts.add_transform(LOCAL_DP, hook, after=(ATTACK, CLIP))
     parts.stateful["privacy"] = ledger
     report(
         parts,

@@ -118,11 +118,13 @@ class CanaryDPSGDTrainer(DPSGDTrainer):
         )
         self.canaries = canaries
 
-    def optimizer(
-        self, params: list[nn.Parameter], z: float, batch: int, ctx: FitContext
-    ) -> DPOptimizer:
-        base = super().optimizer(params, z, batch, ctx)
-        if ctx.client_id != self.canaries.client_id or not isinstance(base, KeyedNoiseDPOptimizer):
+    def optimizer(self, params: list[nn.Parameter], ctx: FitContext | None) -> DPOptimizer:
+        base = super().optimizer(params, ctx)
+        if (
+            ctx is None
+            or ctx.client_id != self.canaries.client_id
+            or not isinstance(base, KeyedNoiseDPOptimizer)
+        ):
             return base
         return CanaryDPOptimizer(
             base.original_optimizer,

@@ -1,7 +1,9 @@
 """Attacking clients, to measure what robust aggregation buys.
 
-The attackers are a fixed set drawn from the run seed. Update attacks are client update
-hooks that only touch an attacker's update; label flipping swaps an attacker's local data.
+The attackers are a fixed set drawn from the run seed. An attack (kind ``attack`` of the
+registry) declares capability ``update`` (``fn(update, ctx, config) -> Tensors``, an update
+transform on attackers only) or ``data`` (``fn(data, num_classes) -> TensorData``, what an
+attacker trains on, e.g. flipped labels).
 Honest clients run exactly the code they would run without any attack configured.
 """
 
@@ -12,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from fedloom.client.context import FitContext, UpdateHook
+from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import generator
 from fedloom.core.tensors import Tensors
 from fedloom.data.base import TensorData
@@ -41,15 +44,13 @@ def gaussian(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors:
     }
 
 
-UPDATE_ATTACKS: dict[str, Callable[[Tensors, FitContext, AttackConfig], Tensors]] = {
-    "sign_flip": sign_flip,
-    "scale": scale,
-    "gaussian": gaussian,
-}
+UpdateAttack = Callable[[Tensors, FitContext, AttackConfig], Tensors]
+DataAttack = Callable[[TensorData, int], TensorData]
 
 
 def attack_hook(config: AttackConfig, attackers: frozenset[str]) -> UpdateHook:
-    forge = UPDATE_ATTACKS[config.kind]
+    """An attack of capability ``update``: ``forge(update, ctx, config)`` on attackers."""
+    forge: UpdateAttack = REGISTRY.lookup("attack", config.kind)
 
     def hook(update: Tensors, ctx: FitContext) -> Tensors:
         return forge(update, ctx, config) if ctx.client_id in attackers else update
@@ -63,10 +64,15 @@ def flip_labels(data: TensorData, num_classes: int) -> TensorData:
 
 
 def poisoned_data(
-    client_data: Callable[[int], TensorData], num_classes: int, attackers: frozenset[str]
+    poison: DataAttack,
+    client_data: Callable[[int], TensorData],
+    num_classes: int,
+    attackers: frozenset[str],
 ) -> Callable[[int], TensorData]:
+    """An attack of capability ``data``: attackers train on ``poison(data, num_classes)``."""
+
     def data(k: int) -> TensorData:
         honest = client_data(k)
-        return flip_labels(honest, num_classes) if str(k) in attackers else honest
+        return poison(honest, num_classes) if str(k) in attackers else honest
 
     return data

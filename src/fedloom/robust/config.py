@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pydantic import BaseModel, ConfigDict, Field
-
-AttackKind = Literal["none", "sign_flip", "scale", "gaussian", "label_flip"]
+from fedloom.core.registry import registered
 
 
 class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: AttackKind = "none"
+    kind: str = "none"
     """What attacking clients do: send ``-u`` (sign_flip), ``scale·u`` (scale, model
     replacement), pure noise N(0, noise_std²) (gaussian), or train on flipped labels
     ``y -> C-1-y`` (label_flip)."""
@@ -22,3 +20,8 @@ class AttackConfig(BaseModel):
     """``scale``: the factor on the attacker's honest update."""
     noise_std: float = Field(1.0, gt=0)
     """``gaussian``: standard deviation of each coordinate of the fake update."""
+
+    @field_validator("kind")
+    @classmethod
+    def _known_attack(cls, kind: str) -> str:
+        return kind if kind == "none" else registered("attack", kind)

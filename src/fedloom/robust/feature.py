@@ -1,12 +1,11 @@
-"""The ``attacks`` feature, and registration of the robust aggregators."""
+"""The ``attacks`` feature: simulated hostile clients."""
 
 from __future__ import annotations
 
+from fedloom.client.transforms import ATTACK, CLIP, LOCAL_DP
+from fedloom.core.registry import REGISTRY
 from fedloom.parts import Parts
 from fedloom.robust.attacks import attack_hook, choose_attackers, poisoned_data
-from fedloom.robust.registry import register_all
-
-register_all()
 
 
 def apply_attacks(parts: Parts) -> None:
@@ -16,8 +15,11 @@ def apply_attacks(parts: Parts) -> None:
         return
     attackers = choose_attackers(cfg.clients.num, cfg.attack.fraction, cfg.seed)
     parts.notes["attackers"] = sorted(attackers, key=int)
-    if cfg.attack.kind == "label_flip":
+    attack = REGISTRY.component("attack", cfg.attack.kind, "attack.kind")
+    if "data" in attack.capabilities:
         honest = parts.client_data or parts.data.client
-        parts.client_data = poisoned_data(honest, parts.data.num_classes, attackers)
+        poison = attack.load()
+        parts.client_data = poisoned_data(poison, honest, parts.data.num_classes, attackers)
     else:
-        parts.client_hooks.append(attack_hook(cfg.attack, attackers))
+        # the attacker forges its update before any honest step it would skip anyway
+        parts.add_transform(ATTACK, attack_hook(cfg.attack, attackers), before=(CLIP, LOCAL_DP))

@@ -1,9 +1,10 @@
-"""``strategy.aggregator=<name>``: the robust rules, registered with the server's strategies."""
+"""``strategy.aggregator=<name>``: the robust rules, declared in ``fedloom.builtins``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -16,7 +17,8 @@ from fedloom.robust.aggregators import (
     norm_bounded_mean,
     trimmed_mean,
 )
-from fedloom.server.strategy import AggregatorFactory, StrategyConfig, register_aggregator
+from fedloom.server.config import StrategyConfig
+from fedloom.server.strategy import AggregatorFactory
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +39,28 @@ def tolerant_krum(updates: Sequence[Mapping[str, Tensor]], f: int, m: int | None
     return multi_krum(updates, usable, None if m is None else min(m, n))
 
 
-RULES: dict[str, Callable[[StrategyConfig], Rule]] = {
-    "median": lambda c: lambda us, ws: coordinate_median(us),
-    "trimmed_mean": lambda c: lambda us, ws: trimmed_mean(us, c.trim_beta),
-    "krum": lambda c: lambda us, ws: tolerant_krum(us, c.krum_f, 1),
-    "multikrum": lambda c: lambda us, ws: tolerant_krum(us, c.krum_f, c.multikrum_m),
-    "norm_bound": lambda c: lambda us, ws: norm_bounded_mean(us, ws, c.norm_bound),
-}
+def _buffered(rule: Rule) -> AggregatorFactory:
+    return lambda: BufferedAggregator(rule)
 
 
-def _factory(name: str) -> Callable[[StrategyConfig], AggregatorFactory]:
-    def build(config: StrategyConfig) -> AggregatorFactory:
-        rule = RULES[name](config)
-        return lambda: BufferedAggregator(rule)
-
-    return build
+# ``strategy.aggregator=<name>`` (declared in fedloom.builtins): factory(config, params)
 
 
-def register_all() -> None:
-    for name in RULES:
-        register_aggregator(name, _factory(name))
+def median(c: StrategyConfig, params: Any = None) -> AggregatorFactory:
+    return _buffered(lambda us, ws: coordinate_median(us))
+
+
+def trimmed(c: StrategyConfig, params: Any = None) -> AggregatorFactory:
+    return _buffered(lambda us, ws: trimmed_mean(us, c.trim_beta))
+
+
+def krum(c: StrategyConfig, params: Any = None) -> AggregatorFactory:
+    return _buffered(lambda us, ws: tolerant_krum(us, c.krum_f, 1))
+
+
+def multikrum(c: StrategyConfig, params: Any = None) -> AggregatorFactory:
+    return _buffered(lambda us, ws: tolerant_krum(us, c.krum_f, c.multikrum_m))
+
+
+def norm_bound(c: StrategyConfig, params: Any = None) -> AggregatorFactory:
+    return _buffered(lambda us, ws: norm_bounded_mean(us, ws, c.norm_bound))

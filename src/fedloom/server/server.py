@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedloom.compression.codec import Codec, downlink_key
 from fedloom.core.clientref import client_ref
+from fedloom.core.codec import Codec, downlink_key
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
@@ -61,6 +61,7 @@ class Server:
         eval_every: int = 1,
         max_update_bytes: int = 2**31,
         weighting: Weighting | None = None,
+        min_updates: int = 1,
     ) -> None:
         self.global_state = global_state
         self.client_ids = list(client_ids)
@@ -80,7 +81,7 @@ class Server:
         self.metric_sources: list[MetricSource] = []
         self.round = 0
         self.stopped: str | None = None
-        self.min_updates = 1
+        self.min_updates = min_updates
         """Fewest valid updates a round needs to change the model (networked min_clients)."""
         strategy.start(global_state)
 
@@ -107,7 +108,7 @@ class Server:
         config = self.strategy.fit_config(rnd)
         messages = {cid: Message("fit", rnd, "server", payload, config) for cid in sampled}
         bytes_down = sum(frame_size(m) for m in messages.values())
-        aggregator = self.weighting.wrap(self.strategy.new_aggregator())
+        aggregator = self.weighting.wrap(self.strategy.new_aggregator(rnd))
         tally = RoundTally()
         for cid, reply in self.transport.exchange(messages):
             if isinstance(reply, Failure):

@@ -1,53 +1,38 @@
 """Strategies: how updates are combined (an aggregator) and how the result is applied
 (a server optimizer step). FedAvg is the weighted mean followed by SGD with lr=1.
+
+A round, in the order the server calls a strategy (``fedloom.server.server``):
+
+1. configure: the sampler picks the clients; ``fit_config(rnd)`` is sent to each, with
+   the global weights and ``downlink_extras()``;
+2. client work: each client trains and transforms its update (``fedloom.client``);
+3. aggregate: ``new_aggregator(rnd)`` takes every checked update (``check_meta``) and
+   gives the round's ``result()``;
+4. apply: ``apply(global_state, aggregate)`` returns the next global state;
+5. evaluate: the server evaluates it and writes the round's metrics and checkpoint.
+
+Each call gets what it needs as arguments; none depends on another having run first.
+Wrappers (central DP, an audit's recorder) derive from ``StrategyWrapper``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from fedloom.core.registry import Registry
+from fedloom.core.registry import REGISTRY
 from fedloom.core.tensors import Tensors
 from fedloom.server.aggregate import WeightedSum
+from fedloom.server.config import StrategyConfig
 from fedloom.server.optimizer import OptimizerFactory, ServerOptimizer
 
-StrategyName = Literal[
-    "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold", "fednova"
-]
-AggregatorName = Literal["mean", "median", "trimmed_mean", "krum", "multikrum", "norm_bound"]
+if TYPE_CHECKING:
+    from fedloom.parts import Parts
 
-
-class StrategyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: StrategyName = "fedavg"
-    server_lr: float = Field(1.0, gt=0)
-    """Server learning rate on the pseudo-gradient (1.0 is plain FedAvg)."""
-    server_momentum: float = Field(0.9, ge=0, lt=1)
-    """Server momentum, used by ``fedavgm``."""
-    beta1: float = Field(0.9, ge=0, lt=1)
-    """First-moment decay of ``fedadam``/``fedyogi``/``fedadagrad`` (Reddi et al. 2021)."""
-    beta2: float = Field(0.99, ge=0, lt=1)
-    """Second-moment decay of ``fedadam``/``fedyogi``."""
-    tau: float = Field(1e-3, gt=0)
-    """Adaptivity: added to sqrt(v) in the adaptive server optimizers."""
-    mu: float = Field(0.01, ge=0)
-    """FedProx proximal weight: each client minimises loss + mu/2 ||w - w_global||^2."""
-    aggregator: AggregatorName = "mean"
-    """How updates are combined: the weighted mean, or a robust rule (holds every update)."""
-    trim_beta: float = Field(0.1, ge=0, lt=0.5)
-    """``trimmed_mean``: fraction of updates cut at each end, per coordinate."""
-    krum_f: int = Field(1, ge=0)
-    """``krum``/``multikrum``: number of Byzantine clients tolerated."""
-    multikrum_m: int | None = Field(None, ge=1)
-    """``multikrum``: updates averaged (default: n - f)."""
-    norm_bound: float = Field(1.0, gt=0)
-    """``norm_bound``: each update's L2 norm is clipped to this before averaging."""
+__all__ = ["StrategyConfig"]
 
 
 class Aggregator(Protocol):
@@ -86,7 +71,7 @@ class SampleWeightedMean:
 
 
 class Strategy:
-    """Aggregate, then apply: ``new_aggregator()`` per round and a server optimizer step."""
+    """Aggregate, then apply: ``new_aggregator(rnd)`` per round and a server optimizer step."""
 
     always_apply = False
     """Apply even a round with no valid update (DP: an empty round still releases noise)."""
@@ -109,6 +94,10 @@ class Strategy:
     def start(self, global_state: Mapping[str, Tensor]) -> None:
         self.server_optimizer = ServerOptimizer(global_state, self.optimizer_factory)
 
+    def prepare(self, parts: Parts) -> None:
+        """Assembly time, once: add the strategy's client-side pieces to ``parts`` (a
+        trainer penalty, a grad hook, an update transform). FedAvg has none."""
+
     def fit_config(self, rnd: int) -> dict[str, Any]:
         """Extra instructions sent to every client this round (none for FedAvg)."""
         return {}
@@ -121,7 +110,8 @@ class Strategy:
         """Templates (name, shape, dtype) of extra tensors every update must carry."""
         return {}
 
-    def new_aggregator(self) -> Aggregator:
+    def new_aggregator(self, rnd: int) -> Aggregator:
+        """Round ``rnd``'s aggregator."""
         return self.aggregator_factory()
 
     def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
@@ -145,20 +135,26 @@ class Strategy:
         self._optimizer.load_state_dict(tensors, rest)
 
 
-class DelegatingStrategy(Strategy):
+class StrategyWrapper(Strategy):
     """A strategy that is ``inner`` in every respect but the ones a subclass overrides: the
-    base of wrappers such as central DP (which replaces the aggregator) or an audit's
-    recorder. Attributes it does not define (e.g. ``server_optimizer``) are ``inner``'s."""
+    base of wrappers such as central DP (which replaces the aggregator), pruning (which
+    follows ``apply``) or an audit's recorder. Every phase is delegated explicitly."""
 
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
         self.name = inner.name
         self.always_apply = inner.always_apply
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def meta_checks(self) -> list[MetaCheck]:  # type: ignore[override]
+        return self.inner.meta_checks
+
+    @property
+    def server_optimizer(self) -> ServerOptimizer | None:  # type: ignore[override]
+        return self.inner.server_optimizer
+
+    def prepare(self, parts: Parts) -> None:
+        self.inner.prepare(parts)
 
     def start(self, global_state: Mapping[str, Tensor]) -> None:
         self.inner.start(global_state)
@@ -175,8 +171,8 @@ class DelegatingStrategy(Strategy):
     def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
         self.inner.check_meta(client_id, meta)
 
-    def new_aggregator(self) -> Aggregator:
-        return self.inner.new_aggregator()
+    def new_aggregator(self, rnd: int) -> Aggregator:
+        return self.inner.new_aggregator(rnd)
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         return self.inner.apply(global_state, aggregate)
@@ -188,41 +184,37 @@ class DelegatingStrategy(Strategy):
         self.inner.load_state_dict(tensors, rest)
 
 
-def _sgd(lr: float, momentum: float = 0.0) -> OptimizerFactory:
+def sgd(lr: float, momentum: float = 0.0) -> OptimizerFactory:
+    """The server step of FedAvg (lr 1, no momentum) and FedAvgM."""
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
 AggregatorFactory = Callable[[], Aggregator]
 
-_AGGREGATORS: Registry[Callable[[StrategyConfig], AggregatorFactory]] = Registry(
-    "strategy.aggregator", {"mean": lambda c: SampleWeightedMean}
-)
 
-
-def register_aggregator(name: str, build: Callable[[StrategyConfig], AggregatorFactory]) -> None:
-    """Make ``strategy.aggregator=<name>`` use ``build(config)`` as the per-round factory."""
-    _AGGREGATORS.register(name, build)
+def mean_aggregator(config: StrategyConfig, params: Any = None) -> AggregatorFactory:
+    """``strategy.aggregator=mean``: FedAvg's sample-weighted mean."""
+    return SampleWeightedMean
 
 
 def aggregator_for(config: StrategyConfig) -> AggregatorFactory:
-    return _AGGREGATORS.get(config.aggregator)(config)
+    """The per-round aggregator factory ``strategy.aggregator`` names."""
+    factory = REGISTRY.component("aggregator", config.aggregator, "strategy.aggregator").load()
+    return factory(config, None)  # type: ignore[no-any-return]
 
 
-_STRATEGIES: Registry[Callable[[StrategyConfig], Strategy]] = Registry(
-    "strategy.name",
-    {
-        "fedavg": lambda c: Strategy("fedavg", _sgd(c.server_lr), aggregator_for(c)),
-        "fedavgm": lambda c: Strategy(
-            "fedavgm", _sgd(c.server_lr, c.server_momentum), aggregator_for(c)
-        ),
-    },
-)
-
-
-def register_strategy(name: str, factory: Callable[[StrategyConfig], Strategy]) -> None:
-    """Make ``strategy.name=<name>`` build ``factory(config)`` (packages register on import)."""
-    _STRATEGIES.register(name, factory)
+def strategy_params(config: StrategyConfig) -> Any:
+    """The strategy's own params model instance, or None if it declares none."""
+    model = REGISTRY.component("strategy", config.name).params_model()
+    return None if model is None else model.model_validate(config.params)
 
 
 def build_strategy(config: StrategyConfig) -> Strategy:
-    return _STRATEGIES.get(config.name)(config)
+    """The registered strategy ``strategy.name``, called as ``factory(config, params)``."""
+    factory = REGISTRY.component("strategy", config.name, "strategy.name").load()
+    strategy = factory(config, strategy_params(config))
+    if not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"strategy {config.name!r} built a {type(strategy).__name__}, not a Strategy"
+        )
+    return strategy

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fedloom.compression.codec import Codec
+from fedloom.core.codec import Codec
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors

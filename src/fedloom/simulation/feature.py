@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fedloom.client.trainer import planned_steps
-from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
 from fedloom.simulation.devices import SimulatedDevices, draw_profiles
 from fedloom.transport.base import Transport
@@ -24,13 +23,6 @@ def apply_devices(parts: Parts) -> None:
     cfg = parts.config
     if not cfg.devices.enabled:
         return
-    if cfg.network.mode != "simulation":
-        raise ConfigError(
-            [
-                "devices.enabled: simulated devices need network.mode=simulation, "
-                f"not {cfg.network.mode}"
-            ]
-        )
     ids = [str(k) for k in range(cfg.clients.num)]
     devices = SimulatedDevices(
         draw_profiles(ids, cfg.devices, cfg.seed),

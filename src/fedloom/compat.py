@@ -1,0 +1,155 @@
+"""Which features compose: every check that needs two sections of the config, in one place.
+
+``FedConfig`` runs ``problems(config)`` when it is validated, before any data loads or
+model is built. Each problem names both features (a key and its value). The strategy
+checks read the capabilities a registered strategy declares (``fedloom.builtins``), so a
+plugin strategy is refused with central DP, DP-SGD or a robust aggregator until it says
+it supports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fedloom.core.registry import REGISTRY
+
+if TYPE_CHECKING:
+    from fedloom.config import FedConfig
+
+Check = Callable[["FedConfig"], list[str]]
+
+
+def _caps(cfg: FedConfig) -> frozenset[str]:
+    return REGISTRY.component("strategy", cfg.strategy.name).capabilities
+
+
+def _with_names(kind: str, capability: str) -> str:
+    return ", ".join(c.name for c in REGISTRY.components(kind) if capability in c.capabilities)
+
+
+def central_dp(cfg: FedConfig) -> list[str]:
+    if cfg.privacy.mode != "central":
+        return []
+    problems = []
+    s = cfg.strategy
+    if "central_dp" not in _caps(cfg):
+        problems.append(
+            f"privacy.mode=central replaces the aggregator; strategy.name={s.name} needs its "
+            f"own (use one of: {_with_names('strategy', 'central_dp')})"
+        )
+    if s.aggregator != "mean":
+        problems.append(
+            "privacy.mode=central clips and sums every update itself; "
+            f"strategy.aggregator={s.aggregator} cannot be combined with it (use mean)"
+        )
+    return problems
+
+
+def dpsgd(cfg: FedConfig) -> list[str]:
+    if cfg.privacy.mode != "dpsgd" or "dpsgd" in _caps(cfg):
+        return []
+    return [
+        f"privacy.mode=dpsgd replaces the clients' training; strategy.name={cfg.strategy.name} "
+        f"changes it (use one of: {_with_names('strategy', 'dpsgd')})"
+    ]
+
+
+def dpsgd_trainer(cfg: FedConfig) -> list[str]:
+    if cfg.privacy.mode != "dpsgd" or cfg.train.trainer == "sgd":
+        return []
+    return [
+        f"privacy.mode=dpsgd trains with its own per-sample clipping trainer; "
+        f"train.trainer={cfg.train.trainer} would be replaced (use train.trainer=sgd)"
+    ]
+
+
+def client_side_dp_over_network(cfg: FedConfig) -> list[str]:
+    mode = cfg.privacy.mode
+    if mode not in ("local", "dpsgd") or cfg.network.mode == "simulation":
+        return []
+    return [
+        f"privacy.mode={mode} accounts on each client and is not supported over the network "
+        f"(network.mode={cfg.network.mode}: the server could not report or enforce ε); use "
+        "privacy.mode=central, or run it in simulation"
+    ]
+
+
+def step_claims(cfg: FedConfig) -> list[str]:
+    """A strategy that trusts the clients' step counts needs the server's own sizes."""
+    caps = _caps(cfg)
+    problems = []
+    if "bounds_step_claims" in caps and cfg.network.client_weights == "claimed":
+        # a_k is bounded by the steps planned for the client's size; with claimed sizes
+        # that bound would rest on the client's own claim, and τ_eff scales every update
+        problems.append(
+            f"strategy.name={cfg.strategy.name} cannot be combined with "
+            "network.client_weights=claimed (the step bound would trust the client's "
+            "claim); use client_weights=server or network.client_sizes_file"
+        )
+    if "counts_steps" in caps and cfg.train.weight_decay > 0:
+        problems.append(
+            f"train.weight_decay: strategy.name={cfg.strategy.name} normalizes by the local "
+            "step count of plain SGD; set train.weight_decay=0"
+        )
+    return problems
+
+
+def robust_aggregator(cfg: FedConfig) -> list[str]:
+    """Krum's bound on the clients a round must have."""
+    s, n = cfg.strategy, cfg.clients.per_round
+    problems = []
+    if s.aggregator in ("krum", "multikrum") and n < 2 * s.krum_f + 3:
+        problems.append(
+            f"strategy.krum_f: Krum tolerating f={s.krum_f} needs clients.per_round >= "
+            f"2f+3 = {2 * s.krum_f + 3}, got {n}"
+        )
+    if s.aggregator == "multikrum" and s.multikrum_m is not None and s.multikrum_m > n:
+        problems.append(f"strategy.multikrum_m ({s.multikrum_m}) exceeds clients.per_round ({n})")
+    return problems
+
+
+def pruning(cfg: FedConfig) -> list[str]:
+    mode = cfg.finetune.mode
+    if cfg.compression.prune == 0 or mode == "full":
+        return []
+    return [
+        f"compression.prune prunes the whole global model; with finetune.mode={mode} only "
+        "a part of it (LoRA adapters, the selected layers) is global: use finetune.mode=full"
+    ]
+
+
+def importance(cfg: FedConfig) -> list[str]:
+    f, privacy = cfg.finetune, cfg.privacy.mode
+    if f.mode != "importance" or f.importance_source != "clients" or privacy == "none":
+        return []
+    return [
+        f"finetune.mode=importance with privacy.mode={privacy}: scoring on the clients' data "
+        "is an unnoised release outside epsilon; set finetune.importance_source=weights "
+        "(scores from the pretrained weights)"
+    ]
+
+
+def devices(cfg: FedConfig) -> list[str]:
+    if not cfg.devices.enabled or cfg.network.mode == "simulation":
+        return []
+    return [
+        f"devices.enabled: simulated devices need network.mode=simulation, not {cfg.network.mode}"
+    ]
+
+
+CHECKS: list[Check] = [
+    central_dp,
+    dpsgd,
+    dpsgd_trainer,
+    client_side_dp_over_network,
+    step_claims,
+    robust_aggregator,
+    pruning,
+    importance,
+    devices,
+]
+
+
+def problems(cfg: FedConfig) -> list[str]:
+    return [problem for check in CHECKS for problem in check(cfg)]
