@@ -25,11 +25,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from fedloom.config import load_config
-from fedloom.data import federate_tensors
 from fedloom.data.base import TensorData
+from fedloom.data.federated import federate_tensors
 from fedloom.data.idx import read_idx_split
 from fedloom.experiment import Experiment
-from fedloom.models import build_model
+from fedloom.models.registry import build_model
 
 ROUNDS, CLIENTS, PER_ROUND, BATCH, LR = 10, 100, 10, 10, 0.05
 OVERRIDES = [

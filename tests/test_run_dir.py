@@ -17,7 +17,7 @@ from fedloom.cli import app
 from fedloom.config import load_config
 from fedloom.core.errors import ConfigError
 from fedloom.experiment import Experiment
-from fedloom.report import read_metrics
+from fedloom.report.metrics import read_metrics
 from fedloom.rundir import claim_run_dir
 
 TINY = [
@@ -179,8 +179,9 @@ def test_federate_records_the_data_as_custom_and_the_config_stays_loadable(tmp_p
 
 
 def _federated(train: TensorDataset, test: TensorDataset):
-    from fedloom.data import federate_tensors, from_torch_dataset
+    from fedloom.data.base import from_torch_dataset
     from fedloom.data.config import DataConfig
+    from fedloom.data.federated import federate_tensors
 
     return federate_tensors(
         from_torch_dataset(train), from_torch_dataset(test), 2, DataConfig(name="custom"), 0

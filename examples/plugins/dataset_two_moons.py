@@ -15,7 +15,9 @@ from sklearn.datasets import make_moons
 from sklearn.model_selection import train_test_split
 
 import fedloom
-from fedloom.data import DataConfig, LoadedData, TensorData
+from fedloom.data.base import TensorData
+from fedloom.data.config import DataConfig
+from fedloom.data.registry import LoadedData
 
 SAMPLES = 2000
 NOISE = 0.2

@@ -13,8 +13,9 @@ from torch.utils.data import Dataset
 
 from fedloom.config import load_config, nest
 from fedloom.core.errors import ConfigError
-from fedloom.data import federate_tensors, from_torch_dataset
+from fedloom.data.base import from_torch_dataset
 from fedloom.data.config import CUSTOM_DATA
+from fedloom.data.federated import federate_tensors
 from fedloom.experiment import Experiment, RoundHook, RunResult
 
 

@@ -34,13 +34,15 @@ from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
-from fedloom.data import FederatedDataset, load_federated
+from fedloom.data.base import FederatedDataset
+from fedloom.data.federated import load_federated
 from fedloom.features import FEATURES
-from fedloom.models import build_model, check_model_fits
+from fedloom.models.fit import check_model_fits
 from fedloom.models.pretrained import load_pretrained
+from fedloom.models.registry import build_model
 from fedloom.parts import Parts, default_parts
-from fedloom.report import MetricsLog, plot_metrics, plot_partition, read_metrics
-from fedloom.report.plots import write_partition_table
+from fedloom.report.metrics import MetricsLog, read_metrics
+from fedloom.report.plots import plot_metrics, plot_partition, write_partition_table
 from fedloom.robust.weighting import run_weighting
 from fedloom.rundir import (
     RESUMABLE,
@@ -49,8 +51,8 @@ from fedloom.rundir import (
     config_inputs,
     record_resume,
 )
-from fedloom.server import Checkpoint, Server, load_checkpoint
-from fedloom.server.checkpoint import save_checkpoint
+from fedloom.server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedloom.server.server import Server
 from fedloom.server.validate import UpdateSpec
 
 RoundHook = Callable[[dict[str, Any]], None]

@@ -4,7 +4,7 @@ from torch.nn import functional as F
 
 from fedloom.client.evaluate import evaluate
 from fedloom.data.base import TensorData
-from fedloom.models import build_model
+from fedloom.models.registry import build_model
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp_2nn"])

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from fedloom.core.errors import DataError
-from fedloom.data import FederatedDataset, TensorData, from_torch_dataset
+from fedloom.data.base import FederatedDataset, TensorData, from_torch_dataset
 
 
 def _data(n: int = 6) -> TensorData:

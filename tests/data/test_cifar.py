@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fedloom.core.errors import DataError
-from fedloom.data import DataConfig, load_federated
+from fedloom.data.config import DataConfig
+from fedloom.data.federated import load_federated
 
 
 def test_missing_torchvision_says_how_to_install(

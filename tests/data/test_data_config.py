@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fedloom.data import DataConfig
+from fedloom.data.config import DataConfig
 
 
 def test_defaults() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedloom.data import DataConfig, load_federated
+from fedloom.data.config import DataConfig
+from fedloom.data.federated import load_federated
 
 
 def test_shapes_ranges_and_stratified_split() -> None:

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from fedloom.core.errors import DataError
-from fedloom.data import DataConfig, TensorData, federate_tensors, load_federated
+from fedloom.data.base import TensorData
+from fedloom.data.config import DataConfig
+from fedloom.data.federated import federate_tensors, load_federated
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards", "quantity"])

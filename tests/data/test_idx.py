@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fedloom.core.errors import DataError
-from fedloom.data import DataConfig, load_federated
+from fedloom.data.config import DataConfig
+from fedloom.data.federated import load_federated
 from fedloom.data.idx import parse_idx, read_idx
 
 from .conftest import IdxWriter, idx_bytes

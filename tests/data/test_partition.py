@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fedloom.core.errors import DataError
 from fedloom.core.registry import REGISTRY
-from fedloom.data import partition
+from fedloom.data.partition import partition
 
 # Options that keep every scheme feasible on the small random label sets drawn below.
 SCHEME_OPTIONS: dict[str, dict[str, Any]] = {

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fedloom.core.seeding import numpy_rng
-from fedloom.data import DataConfig, load_federated
+from fedloom.data.config import DataConfig
+from fedloom.data.federated import load_federated
 from fedloom.data.synthetic import MAX_SAMPLES_PER_DEVICE, device_sample_count
 
 

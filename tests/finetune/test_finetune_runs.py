@@ -8,7 +8,7 @@ from fedloom.config import load_config
 from fedloom.core.errors import ConfigError
 from fedloom.experiment import Experiment
 from fedloom.finetune.pretrain import pretrain
-from fedloom.models import build_model
+from fedloom.models.registry import build_model
 
 FIRST, SECOND = "data.classes=[0,1,2,3,4]", "data.classes=[5,6,7,8,9]"
 FED = [

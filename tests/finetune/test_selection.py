@@ -119,7 +119,7 @@ def test_floating_buffers_travel_with_the_trained_part(tmp_path) -> None:
     from torch import nn
 
     from fedloom.config import nest
-    from fedloom.data import federate_tensors
+    from fedloom.data.federated import federate_tensors
     from fedloom.experiment import Experiment
 
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import fedloom
 from fedloom.cli import app
 from fedloom.core.errors import ConfigError
-from fedloom.models import build_model, check_model_fits, models_for
+from fedloom.models.fit import check_model_fits
+from fedloom.models.registry import build_model, models_for
 
 
 def test_a_cnn_on_flat_features_names_both_sides_and_the_models_that_fit():

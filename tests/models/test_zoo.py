@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fedloom.core.errors import ConfigError
-from fedloom.models import available_models, build_model
+from fedloom.models.registry import available_models, build_model
 
 
 @pytest.mark.parametrize(

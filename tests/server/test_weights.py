@@ -13,8 +13,9 @@ from fedloom.config import load_config
 from fedloom.core.errors import ConfigError, UpdateRejected
 from fedloom.core.message import Message
 from fedloom.experiment import Experiment  # registers every strategy and robust rule
-from fedloom.server import Server, WeightedSum
+from fedloom.server.aggregate import WeightedSum
 from fedloom.server.sampler import UniformSampler
+from fedloom.server.server import Server
 from fedloom.server.strategy import StrategyConfig, build_strategy
 from fedloom.server.weights import (
     CappedClaims,

@@ -21,7 +21,7 @@ from fedloom.core.seeding import derive_seed, generator
 from fedloom.data.federated import keep_classes
 from fedloom.data.registry import get_loader
 from fedloom.finetune.feature import export_full
-from fedloom.models import build_model
+from fedloom.models.registry import build_model
 
 
 @dataclass(frozen=True)

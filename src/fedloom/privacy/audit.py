@@ -74,7 +74,7 @@ from fedloom.privacy.dpsgd import DPSGDTrainer
 from fedloom.privacy.local import ParticipationLedger, local_dp_hook
 from fedloom.privacy.noise import noise_source
 from fedloom.privacy.sgd_canary import CanaryDPSGDTrainer, GradientCanaries
-from fedloom.server import Server
+from fedloom.server.server import Server
 from fedloom.server.strategy import Strategy
 
 if TYPE_CHECKING:
