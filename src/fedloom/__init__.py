@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fedloom.experiment import Experiment as Experiment
     from fedloom.experiment import RunResult as RunResult
     from fedloom.experiment import resume as resume
+    from fedloom.export.model import export_model as export_model
 
 _EXPORTS = {
     "federate": "fedloom.api",
@@ -35,6 +36,7 @@ _EXPORTS = {
     "Experiment": "fedloom.experiment",
     "RunResult": "fedloom.experiment",
     "resume": "fedloom.experiment",
+    "export_model": "fedloom.export.model",
 }
 
 __version__ = "0.1.0"

@@ -8,7 +8,8 @@ what compatibility checks read:
   DP-SGD may replace it), ``robust_aggregator`` (``strategy.aggregator`` may be a robust
   rule), ``client_state`` (clients keep state between rounds), ``counts_steps`` (its
   correction assumes plain SGD steps: no weight decay), ``bounds_step_claims`` (bounds a
-  client's claimed step count by the server's own data sizes);
+  client's claimed step count by the server's own data sizes), ``any_device`` (its
+  client side works with ``compute.device`` other than cpu);
 - aggregator: ``buffers`` (holds every update of the round until it closes);
 - codec: ``lossy`` (error feedback applies), ``spec`` (part of the ``sparsifier+quantizer``
   grammar of ``fedloom.compression.spec``).
@@ -20,7 +21,7 @@ from typing import Any
 
 from fedloom.core.registry import REGISTRY, Component
 
-_FEDAVG_FAMILY = frozenset({"central_dp", "dpsgd", "robust_aggregator"})
+_FEDAVG_FAMILY = frozenset({"central_dp", "dpsgd", "robust_aggregator", "any_device"})
 _S = "fedloom.algorithms.strategies"
 _ROBUST = "fedloom.robust.registry"
 
@@ -38,7 +39,13 @@ _ROWS: list[tuple[str, str, str, frozenset[str], dict[str, Any]]] = [
         frozenset({"client_state", "robust_aggregator", "counts_steps"}),
         {},
     ),
-    ("strategy", "fednova", f"{_S}:FedNova", frozenset({"counts_steps", "bounds_step_claims"}), {}),
+    (
+        "strategy",
+        "fednova",
+        f"{_S}:FedNova",
+        frozenset({"counts_steps", "bounds_step_claims", "any_device"}),
+        {},
+    ),
     ("aggregator", "mean", "fedloom.server.strategy:mean_aggregator", frozenset(), {}),
     *(
         ("aggregator", rule, f"{_ROBUST}:{attr}", frozenset({"buffers"}), {})
@@ -76,7 +83,17 @@ _ROWS: list[tuple[str, str, str, frozenset[str], dict[str, Any]]] = [
     ("attack", "gaussian", "fedloom.robust.attacks:gaussian", frozenset({"update"}), {}),
     ("attack", "label_flip", "fedloom.robust.attacks:flip_labels", frozenset({"data"}), {}),
     ("trainer", "sgd", "fedloom.client.trainer:LocalTrainer", frozenset(), {}),
+    ("task", "classification", "fedloom.client.task:classification", frozenset(), {}),
+    ("task", "regression", "fedloom.client.task:regression", frozenset(), {}),
+    ("task", "language_model", "fedloom.client.task:language_model", frozenset(), {}),
     ("logger", "csv", "fedloom.report.loggers:CsvLogger", frozenset(), {}),
+    (
+        "logger",
+        "tensorboard",
+        "fedloom.report.loggers:TensorBoardLogger",
+        frozenset(),
+        {"requires": "tensorboard", "extra": "tracking"},
+    ),
 ]
 
 for _kind, _name, _target, _caps, _meta in _ROWS:

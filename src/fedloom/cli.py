@@ -6,24 +6,27 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedloom.config import FedConfig, load_config
-from fedloom.core.errors import ConfigError, FedloomError
-from fedloom.core.registry import import_plugins
-from fedloom.experiment import Experiment, RunResult, resume
+from fedloom.core.errors import FedloomError
+from fedloom.core.registry import import_plugins, plugin_key
+from fedloom.export.cli import register as register_export
 from fedloom.network.cli import register as register_network
 from fedloom.privacy.cli import register as register_privacy
-from fedloom.rundir import claim_run_dir, config_inputs
+from fedloom.report.progress import round_lines, status
+from fedloom.terminal import console, fail
+
+if TYPE_CHECKING:  # torch-heavy: imported by the commands that run something
+    from fedloom.experiment import Experiment, RunResult
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, help="Federated learning for PyTorch."
 )
-console = Console(stderr=True)
 imported: list[str] = []
 """The ``--import`` modules of this command line; ``run`` records them in config.yaml."""
 
@@ -42,6 +45,11 @@ def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
 def _execute(experiment: Experiment, *, overwrite: bool = False) -> RunResult:
     rounds = experiment.config.rounds
     started = time.perf_counter()
+    main = experiment.parts.task.main
+    if not console.is_terminal:  # CI, nohup, a pipe: a plain line per round
+        every = experiment.config.progress.every_s
+        result = experiment.run(on_round=round_lines(rounds, main, every), overwrite=overwrite)
+        return _finish(result, main, started)
     progress = Progress(
         TextColumn("[bold]round"),
         MofNCompleteColumn(),
@@ -56,20 +64,18 @@ def _execute(experiment: Experiment, *, overwrite: bool = False) -> RunResult:
         )
 
         def show(m: dict[str, Any]) -> None:
-            status = (
-                f"acc {_fmt(m['test_accuracy'])}  loss {_fmt(m['test_loss'])}  "
-                f"train {_fmt(m['train_loss'])}"
-            )
-            if m.get("epsilon") is not None:
-                status += f"  ε {m['epsilon']:.3g} (δ {m['delta']:g})"
-            progress.update(task, completed=m["round"], status=status)
+            progress.update(task, completed=m["round"], status=status(m, main))
 
         result = experiment.run(on_round=show, overwrite=overwrite)
+    return _finish(result, main, started)
+
+
+def _finish(result: RunResult, main: str, started: float) -> RunResult:
     summary = result.summary
     if summary.get("stopped_early"):
         console.print(f"[yellow]stopped early:[/] {summary['stopped_early']}")
     console.print(
-        f"final test accuracy [bold]{_fmt(summary['final_test_accuracy'])}[/] "
+        f"final test {main} [bold]{_fmt(summary[f'final_test_{main}'])}[/] "
         f"(loss {_fmt(summary['final_test_loss'])}) after {summary['rounds']} rounds\n"
         f"run directory: {result.run_dir}\n"
         f"wall time: {time.perf_counter() - started:.1f} s"
@@ -77,12 +83,18 @@ def _execute(experiment: Experiment, *, overwrite: bool = False) -> RunResult:
     return result
 
 
-def _fail(error: FedloomError) -> typer.Exit:
-    console.print(f"[red]error:[/] {error}")
-    return typer.Exit(2 if isinstance(error, ConfigError) else 1)
+_SECTIONS = ", ".join(
+    name
+    for name, field in FedConfig.model_fields.items()
+    if hasattr(field.annotation, "model_fields")
+)
 
 
-@app.command()
+@app.command(
+    help="Run a federation (with no arguments: digits over 10 clients, cnn, FedAvg). "
+    "Keys are set as dotted.key=value after an optional CONFIG.yaml; `fedloom config "
+    f"[SECTION]` lists them. Sections: {_SECTIONS}."
+)
 def run(
     args: Annotated[
         list[str] | None,
@@ -93,6 +105,9 @@ def run(
     ] = False,
 ) -> None:
     """Run a federation (with no arguments: digits over 10 clients, cnn, FedAvg)."""
+    from fedloom.experiment import Experiment
+    from fedloom.rundir import claim_run_dir, config_inputs
+
     try:
         path, overrides = _split(args or [])
         config = recording_plugins(load_config(path, overrides), imported)
@@ -103,7 +118,7 @@ def run(
             experiment.inputs.append(Path(path).absolute())
         _execute(experiment, overwrite=overwrite)
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 @app.command(name="resume")
@@ -114,12 +129,14 @@ def resume_cmd(
     ] = None,
 ) -> None:
     """Continue a run from its last checkpoint."""
+    from fedloom.experiment import resume
+
     try:
         experiment = resume(run_dir, overrides or [])
         console.print(f"resuming {run_dir} after round {experiment.server.round}")
         _execute(experiment)
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 @app.command()
@@ -140,7 +157,7 @@ def pretrain(
         path, overrides = _split(args or [])
         result = run_pretrain(load_config(path, overrides), out, epochs)
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     console.print(
         f"pretrained on {result.num_examples} examples: test accuracy "
         f"[bold]{result.test_accuracy:.4f}[/] (loss {result.test_loss:.4f})\n"
@@ -148,12 +165,69 @@ def pretrain(
     )
 
 
+@app.command(name="config")
+def config_cmd(
+    section: Annotated[
+        str | None, typer.Argument(help="a section (train, privacy, ...); all when left out")
+    ] = None,
+) -> None:
+    """Every config key with its type, default and meaning."""
+    from rich.table import Table
+
+    from fedloom.confighelp import section_keys
+
+    try:
+        found = section_keys(section)
+    except FedloomError as error:
+        raise fail(error) from None
+    table = Table("key", "type", "default", "meaning", box=None, pad_edge=False)
+    for key in found:
+        table.add_row(key.name, key.type, key.default, key.doc)
+    Console().print(table)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run directories", show_default=False)],
+    out: Annotated[Path, typer.Option(help="where compare.png and compare.md go")] = Path("."),
+) -> None:
+    """One figure and one markdown table for several runs, config differences in bold."""
+    from fedloom.report.compare import compare as write
+    from fedloom.report.runs import read_run
+
+    try:
+        image, text = write([read_run(r) for r in runs], out)
+    except FedloomError as error:
+        raise fail(error) from None
+    console.print(f"wrote {image} and {text}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    out: Annotated[
+        Path | None, typer.Option(help="the HTML file (default: RUN_DIR/report.html)")
+    ] = None,
+) -> None:
+    """A single self-contained HTML page: config, summary, plots, partition."""
+    from fedloom.report.html import write_report
+    from fedloom.report.runs import read_run
+
+    try:
+        path = write_report(read_run(run_dir), out)
+    except FedloomError as error:
+        raise fail(error) from None
+    console.print(f"wrote {path}")
+
+
 register_network(app)  # server, client, deploy-local, certs (listed after the core commands)
 register_privacy(app)  # audit
+register_export(app)  # export, predict
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _options(
+    ctx: typer.Context,
     modules: Annotated[
         list[str] | None,
         typer.Option(
@@ -164,17 +238,28 @@ def _options(
             show_default=False,
         ),
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print fedloom's version and exit.", is_eager=True)
+    ] = False,
 ) -> None:
-    """Federated learning for PyTorch."""
-    if modules:
+    """Federated learning for PyTorch. `fedloom config [SECTION]` lists every config key."""
+    if version:
+        from importlib.metadata import version as installed
+
+        typer.echo(f"fedloom {installed('fedloom')}")
+        raise typer.Exit()
+    if modules:  # main() takes --import out of argv first (any position); kept for --help
         import_plugins(modules)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 def recording_plugins(config: FedConfig, modules: list[str]) -> FedConfig:
     """``config`` with the command line's ``--import`` modules added to ``plugins`` (files
     as absolute paths), so that config.yaml names them and ``fedloom resume`` imports
     them again."""
-    recorded = [str(Path(m).resolve()) if m.endswith(".py") or "/" in m else m for m in modules]
+    recorded = [plugin_key(m) for m in modules]
     extra = [m for m in recorded if m not in config.plugins]
     return config.model_copy(update={"plugins": [*config.plugins, *extra]}) if extra else config
 
@@ -202,8 +287,7 @@ def main() -> None:
     try:
         import_plugins(modules)
     except FedloomError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise SystemExit(2) from None
+        raise SystemExit(fail(error).exit_code) from None
     app(args=rest, prog_name="fedloom")
 
 

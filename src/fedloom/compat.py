@@ -64,6 +64,15 @@ def dpsgd_trainer(cfg: FedConfig) -> list[str]:
     ]
 
 
+def dpsgd_train_step(cfg: FedConfig) -> list[str]:
+    if cfg.privacy.mode != "dpsgd" or "train_step" not in cfg.task.custom:
+        return []
+    return [
+        "privacy.mode=dpsgd needs per-sample gradients of the task's loss; a custom "
+        "train_step (task.custom) hides it: pass loss= instead (a mean over the batch)"
+    ]
+
+
 def client_side_dp_over_network(cfg: FedConfig) -> list[str]:
     mode = cfg.privacy.mode
     if mode not in ("local", "dpsgd") or cfg.network.mode == "simulation":
@@ -130,6 +139,43 @@ def importance(cfg: FedConfig) -> list[str]:
     ]
 
 
+def client_evaluation(cfg: FedConfig) -> list[str]:
+    fraction, privacy = cfg.eval.client_fraction, cfg.privacy
+    if fraction > 0 and privacy.mode == "dpsgd":
+        # DP-SGD calibrates each client from its data size; the holdout changes it
+        return [
+            f"eval.client_fraction={fraction} holds out part of each client's data, which "
+            "privacy.mode=dpsgd's per-client calibration does not see; use eval."
+            "client_fraction=0 with dpsgd"
+        ]
+    if fraction == 0 or not privacy.withholds_client_info:
+        return []
+    return [
+        f"eval.client_fraction={fraction} reports each client's own metrics, which "
+        f"privacy.mode={privacy.mode} does not cover; set privacy.release_client_info=true "
+        "to release them anyway, or eval.client_fraction=0"
+    ]
+
+
+def accelerator(cfg: FedConfig) -> list[str]:
+    """Client-side pieces that keep their tensors on the CPU cannot train on a device."""
+    device = cfg.compute.device
+    if device == "cpu":
+        return []
+    problems = []
+    if "any_device" not in _caps(cfg):
+        problems.append(
+            f"compute.device={device}: strategy.name={cfg.strategy.name} corrects local "
+            "training with CPU-held state; use compute.device=cpu"
+        )
+    if cfg.privacy.mode == "dpsgd":
+        problems.append(
+            f"compute.device={device}: privacy.mode=dpsgd draws its noise on the CPU; "
+            "use compute.device=cpu"
+        )
+    return problems
+
+
 def devices(cfg: FedConfig) -> list[str]:
     if not cfg.devices.enabled or cfg.network.mode == "simulation":
         return []
@@ -142,11 +188,14 @@ CHECKS: list[Check] = [
     central_dp,
     dpsgd,
     dpsgd_trainer,
+    dpsgd_train_step,
     client_side_dp_over_network,
     step_claims,
     robust_aggregator,
     pruning,
     importance,
+    client_evaluation,
+    accelerator,
     devices,
 ]
 

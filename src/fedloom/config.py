@@ -8,6 +8,8 @@ out of range) as a single ``ConfigError``.
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,23 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedloom.client.config import TrainConfig
+from fedloom.client.config import (
+    ComputeConfig,
+    EvalConfig,
+    ProgressConfig,
+    TaskConfig,
+    TrainConfig,
+)
 from fedloom.compression.config import CompressionConfig
 from fedloom.core.errors import ConfigError
-from fedloom.core.registry import import_plugins, registered
+from fedloom.core.registry import (
+    IMPORTED,
+    REGISTRY,
+    import_plugins,
+    is_plugin_file,
+    plugin_key,
+    registered,
+)
 from fedloom.data.config import DataConfig
 from fedloom.finetune.config import FinetuneConfig
 from fedloom.models.config import ModelConfig
@@ -30,43 +45,84 @@ from fedloom.simulation.config import DevicesConfig
 
 
 class ClientsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     num: int = Field(10, ge=1)
     """Number of clients in the federation."""
     per_round: int = Field(10, ge=1)
-    """Clients sampled each round."""
+    """Clients sampled each round; default min(10, num), or from ``fraction``."""
+    fraction: float | None = Field(None, gt=0, le=1)
+    """Share of the clients sampled each round, rounded up (at least 1); give this or
+    ``per_round``, not both."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_per_round(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        num = data.get("num", cls.model_fields["num"].default)
+        fraction = data.get("fraction")
+        per_round = data.get("per_round")
+        if not isinstance(num, int) or isinstance(num, bool):
+            return data  # the field check reports it
+        if isinstance(fraction, int | float) and not isinstance(fraction, bool):
+            computed = max(1, math.ceil(fraction * num))
+            if per_round is not None and per_round != computed:
+                raise ValueError(
+                    "give exactly one of clients.fraction and clients.per_round "
+                    f"(fraction {fraction} of {num} is {computed}, per_round is {per_round})"
+                )
+            return {**data, "per_round": computed}
+        if per_round is None:
+            return {**data, "per_round": min(10, num)}
+        return data
 
 
 class FedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     plugins: list[str] = Field(default_factory=list)
     """Modules (``my_pkg.plugin`` or ``path/to/plugin.py``) imported before the rest of
     the config is checked: the components they register can then be named in it."""
     seed: int = 0
+    """Seeds every random draw (sampling, shuffling, initialisation, seeded DP noise)."""
     rounds: int = Field(20, ge=1)
+    """Federated rounds."""
     output_dir: str | None = None
     """The run directory; by default ``runs/<data>-<model>-<timestamp>``."""
     eval_every: int = Field(1, ge=1)
+    """Evaluate the global model every k rounds (and always after the last)."""
     loggers: list[str] = Field(default_factory=list)
     """Registered metrics loggers fed every round besides ``metrics.jsonl`` (``csv``)."""
-    data: DataConfig = DataConfig()
-    clients: ClientsConfig = ClientsConfig()
-    train: TrainConfig = TrainConfig()
-    model: ModelConfig = ModelConfig()
-    strategy: StrategyConfig = StrategyConfig()
-    privacy: PrivacyConfig = PrivacyConfig()
-    compression: CompressionConfig = CompressionConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
-    devices: DevicesConfig = DevicesConfig()
-    attack: AttackConfig = AttackConfig()
-    network: NetworkConfig = NetworkConfig()
+    data: DataConfig = Field(default_factory=DataConfig)
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    progress: ProgressConfig = Field(default_factory=ProgressConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
 
     @field_validator("loggers")
     @classmethod
     def _known_loggers(cls, names: list[str]) -> list[str]:
-        return [registered("logger", name) for name in names]
+        for name in names:
+            registered("logger", name)
+            meta = REGISTRY.component("logger", name).meta
+            needed = meta.get("requires")
+            if needed and importlib.util.find_spec(needed) is None:
+                raise ValueError(
+                    f"{name} needs {needed}, which is not installed: "
+                    f"pip install 'fedloom[{meta.get('extra', needed)}]'"
+                )
+        return names
 
     @model_validator(mode="after")
     def _per_round_fits(self) -> FedConfig:
@@ -95,6 +151,17 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _yaml(text: str, source: str, *, lines: bool = True) -> Any:
+    """YAML as Python values; a syntax error is one line naming ``source`` (and the line)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None and lines else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError([f"{source}{where}: YAML syntax error: {problem}"]) from None
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """``["train.lr=0.1", "rounds=5"]`` -> nested dict, values parsed as YAML scalars."""
     tree: dict[str, Any] = {}
@@ -104,7 +171,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             problems.append(f"override {item!r} is not of the form dotted.key=value")
             continue
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        _set_dotted(
+            tree,
+            key.strip(),
+            _yaml(raw, f"override {item!r}", lines=False) if raw.strip() else None,
+        )
     if problems:
         raise ConfigError(problems)
     return tree
@@ -159,12 +230,24 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{key}: {message} (got {given!r})"
 
 
-def build_config(tree: Mapping[str, Any]) -> FedConfig:
+def build_config(tree: Mapping[str, Any], *, import_code: bool = True) -> FedConfig:
     """Import ``tree``'s plugins, then validate it: every key and value, then every pair
-    of features that must not meet; all problems in one ``ConfigError``."""
+    of features that must not meet; all problems in one ``ConfigError``. With
+    ``import_code=False`` (a client reading a config it may have been sent) the plugins
+    must have been imported already, by the process's own command line."""
     plugins = tree.get("plugins") or []
     if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
-        import_plugins(plugins)  # anything else is reported by the validation below
+        if import_code:
+            import_plugins(plugins)  # anything else is reported by the validation below
+        else:
+            foreign = [p for p in plugins if plugin_key(p) not in IMPORTED]
+            if foreign:
+                raise ConfigError(
+                    [
+                        f"plugins: the config asks to import {foreign}; a client runs code "
+                        "only from its own command line: add --import for each"
+                    ]
+                )
     try:
         config = FedConfig.model_validate(dict(tree))
     except ValidationError as error:
@@ -179,20 +262,39 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     base: Mapping[str, Any] | None = None,
+    *,
+    import_code: bool = True,
 ) -> FedConfig:
-    """A validated config from an optional YAML file, then ``base``, then the overrides."""
+    """A validated config from an optional YAML file, then ``base``, then the overrides.
+    A relative ``.py`` plugin in the file is found beside the file."""
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError([f"config file {path} does not exist"])
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError([f"config file {path} must hold a mapping of keys to values"])
-        tree = loaded
+        tree = _plugins_beside(loaded, path.parent)
     if base:
         tree = _merge(tree, base)
-    return build_config(_merge(tree, parse_overrides(overrides)))
+    return build_config(_merge(tree, parse_overrides(overrides)), import_code=import_code)
+
+
+def _plugins_beside(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
+    plugins = tree.get("plugins")
+    if not isinstance(plugins, list):
+        return tree
+    beside = [
+        str(folder / p)
+        if isinstance(p, str)
+        and is_plugin_file(p)
+        and not Path(p).is_absolute()
+        and (folder / p).is_file()
+        else p
+        for p in plugins
+    ]
+    return {**tree, "plugins": beside}
 
 
 def to_yaml(config: FedConfig) -> str:

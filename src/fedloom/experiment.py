@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,27 +22,30 @@ from safetensors.torch import save_file
 from torch import nn
 
 from fedloom.client.client import Client, load_into
-from fedloom.client.evaluate import evaluate
+from fedloom.client.evaluate import evaluate_task
 from fedloom.client.store import (
     CLIENTS_DIR,
     load_client_states,
     prune_client_states,
     save_client_states,
 )
+from fedloom.client.task import Metric
+from fedloom.client.trainer import Augment, Loss, OptimizerFactory, TrainStep
 from fedloom.client.transforms import hooks_of, order_transforms
 from fedloom.config import FedConfig, load_config, to_yaml
 from fedloom.core.clientref import naming_clients
-from fedloom.core.errors import ConfigError, FedloomError
+from fedloom.core.device import resolve_device
+from fedloom.core.errors import ConfigError, DataError, FedloomError
 from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
-from fedloom.data.base import FederatedDataset
+from fedloom.data.base import FederatedDataset, TensorData
 from fedloom.data.federated import load_federated
 from fedloom.features import FEATURES
 from fedloom.models.fit import check_model_fits
 from fedloom.models.pretrained import load_pretrained
 from fedloom.models.registry import build_model
-from fedloom.parts import Parts, default_parts
+from fedloom.parts import NO_CODE, Parts, UserCode, default_parts
 from fedloom.report.metrics import MetricsLog, read_metrics
 from fedloom.report.plots import plot_metrics, plot_partition, write_partition_table
 from fedloom.robust.weighting import run_weighting
@@ -83,12 +88,23 @@ def assemble(
     *,
     model: nn.Module | None = None,
     data: FederatedDataset | None = None,
+    code: UserCode = NO_CODE,
 ) -> Parts:
     """The one assembly pass: load the data, build (or take) the model, check that they
     fit, then let every feature adjust the ``Parts``. Nothing is changed afterwards."""
     problems = config.compatibility_problems()  # load_config checked them; a config
     if problems:  # built in code may not have been
         raise ConfigError(problems)
+    if sorted(code.names) != sorted(config.task.custom):
+        missing = sorted(set(config.task.custom) - set(code.names))
+        raise ConfigError(
+            [
+                f"task.custom: this run used the custom {', '.join(config.task.custom)} "
+                f"passed to fedloom.federate, which config.yaml cannot hold; pass "
+                f"{', '.join(missing) or 'the same ones'} again: "
+                f"fedloom.resume(run_dir, {', '.join(f'{m}=...' for m in missing)})"
+            ]
+        )
     data = data or load_federated(config.data, config.clients.num, config.seed)
     if len(data.client_indices) != config.clients.num:
         raise ConfigError(
@@ -97,17 +113,60 @@ def assemble(
                 f"{len(data.client_indices)} client partitions"
             ]
         )
+    if config.task.name == "classification" and not data.train.has_labels:
+        raise DataError(
+            f"task.name=classification needs int64 class labels of shape (N,), but the "
+            f"targets are {data.train.y.dtype} of shape {tuple(data.train.y.shape)}: call "
+            "y.long(), or set task.name=regression"
+        )
     model = _built_model(config, data) if model is None else model
     if config.model.checkpoint:
         load_pretrained(model, config.model.checkpoint)
     example = (data.train if len(data.train) else data.test).x[:1]
     check_model_fits(
-        model, example, data.num_classes, model_name=config.model.name, data_name=config.data.name
+        model,
+        example,
+        data.num_classes if config.task.name == "classification" else None,
+        model_name=config.model.name,
+        data_name=config.data.name,
     )
-    parts = default_parts(config, data, model)
+    if config.compute.threads is not None:
+        torch.set_num_threads(config.compute.threads)
+    parts = default_parts(config, data, model, code)
     for feature in FEATURES:
         feature(parts)
+    parts.device = resolve_device(config.compute.device)
+    parts.model.to(parts.device)
     return parts
+
+
+@contextmanager
+def _client_log(path: Path) -> Iterator[None]:
+    """Simulated clients' failures, with their tracebacks, in ``clients.log`` (the screen
+    gets one line each)."""
+    handler = logging.FileHandler(path, delay=True)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    traces = logging.getLogger("fedloom.clients")
+    propagate = traces.propagate
+    traces.addHandler(handler)
+    traces.propagate = False  # the screen has the one-line warning already
+    try:
+        yield
+    finally:
+        traces.removeHandler(handler)
+        traces.propagate = propagate
+        handler.close()
+
+
+def _title(config: FedConfig) -> str:
+    """The key config in one line, for the plots."""
+    privacy = config.privacy.mode
+    return (
+        f"{config.data.name} · {config.model.name} · {config.strategy.name} · "
+        f"{config.clients.per_round}/{config.clients.num} clients · privacy {privacy} · "
+        f"up {config.compression.up}"
+    )
 
 
 def _feeding(sink: Any) -> Callable[[Server, dict[str, Any]], None]:
@@ -127,7 +186,16 @@ def build_clients(parts: Parts, ids: Sequence[str]) -> dict[str, Client]:
     """The clients ``ids`` of the federation ``parts`` describes, each with its own data;
     they share one working copy of the model (they train one at a time)."""
     workspace = copy.deepcopy(parts.model)
-    client_data = parts.client_data or parts.data.client
+    own = parts.client_data or parts.data.client
+    held = parts.client_holdout
+
+    def client_data(k: int) -> TensorData:  # moved once, not every step
+        return own(k).to(parts.device)
+
+    def holdout(k: int) -> TensorData:
+        assert held is not None
+        return held(k).to(parts.device)
+
     hooks = hooks_of(order_transforms(parts.transforms))
     return {
         cid: Client(
@@ -139,6 +207,8 @@ def build_clients(parts: Parts, ids: Sequence[str]) -> dict[str, Client]:
             down=parts.down,
             up=parts.up,
             hooks=hooks,
+            holdout=None if held is None else holdout(int(cid)),
+            evaluator=parts.client_evaluator,
         )
         for cid in ids
     }
@@ -157,10 +227,14 @@ class Experiment:
         *,
         model: nn.Module | None = None,
         data: FederatedDataset | None = None,
+        code: UserCode = NO_CODE,
     ) -> None:
         self.run_dir = _new_run_dir(config)
         self.config = config.model_copy(update={"output_dir": str(self.run_dir)})
-        self.parts = assemble(self.config, model=model, data=data)
+        self.parts = assemble(self.config, model=model, data=data, code=code)
+        self.channels_last = model is None
+        """Evaluate a convolutional model channels-last: only a built-in one is known to
+        allow it (a user's model may flatten with ``.view``)."""
         self.data, self.model = self.parts.data, self.parts.model
         self.inputs = config_inputs(self.config)
         """Files the run reads; a fresh run may share its run directory with these."""
@@ -175,7 +249,9 @@ class Experiment:
         self.started = time.perf_counter()
 
     def _build_server(self, parts: Parts, ids: list[str]) -> Server:
-        global_state = {n: t for n, t in clone(state_of(parts.model)).items() if parts.trainable(n)}
+        # the server's state lives on the CPU, where decoded updates are aggregated
+        state = {n: t.cpu() for n, t in state_of(parts.model).items() if parts.trainable(n)}
+        global_state = clone(state)
         server = Server(
             global_state=global_state,
             client_ids=ids,
@@ -189,14 +265,22 @@ class Experiment:
             weighting=run_weighting(parts),
             max_update_bytes=parts.max_update_bytes,
             min_updates=parts.min_updates,
+            eval_keys=[f"test_{name}" for name in parts.task.reported],
+            stop_on_divergence=parts.config.network.mode == "simulation",
         )
         server.guards.extend(parts.guards)
         server.metric_sources.extend(parts.metric_sources)
+        server.instructions.extend(parts.instructions)
+        server.observers.extend(parts.observers)
         return server
 
-    def _evaluate(self, state: Tensors) -> tuple[float, float]:
+    def _evaluate(self, state: Tensors) -> dict[str, float]:
+        """``test_<metric>`` of ``state`` on the test split, for the run's task."""
         load_into(self.model, state)
-        return evaluate(self.model, self.data.test)
+        values = evaluate_task(
+            self.model, self.data.test, self.parts.task, channels_last=self.channels_last
+        )
+        return {f"test_{name}": value for name, value in values.items()}
 
     # -- run directory -------------------------------------------------------------------
 
@@ -205,8 +289,8 @@ class Experiment:
             claim_run_dir(self.run_dir, self.inputs, overwrite=overwrite)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
-        if self.config.privacy.withholds_client_info:
-            return  # per-client label counts are outside epsilon
+        if self.config.privacy.withholds_client_info or not self.data.train.has_labels:
+            return  # per-client label counts are outside epsilon; or there are no labels
         histogram = self.data.label_histogram()
         write_partition_table(histogram, self.run_dir / "partition.csv")
         plot_partition(histogram, self.run_dir / "partition.png")
@@ -271,7 +355,10 @@ class Experiment:
         if on_round is not None:
             self.server.callbacks.append(lambda s, m: on_round(m))
         try:
-            with naming_clients(not self.config.privacy.withholds_client_info):
+            with (
+                naming_clients(not self.config.privacy.withholds_client_info),
+                _client_log(self.run_dir / "clients.log"),
+            ):
                 final = self.server.run(self.config.rounds)
         finally:
             for sink in loggers:
@@ -279,21 +366,27 @@ class Experiment:
         load_into(self.model, final)
         exported = self.parts.export(self.model) if self.parts.export else final
         model_path = self.run_dir / "model.safetensors"
-        save_file({n: t.contiguous() for n, t in exported.items()}, model_path)
+        save_file({n: t.contiguous().cpu() for n, t in exported.items()}, model_path)
+        returned = self.parts.finish(self.model) if self.parts.finish else self.model
         metrics = read_metrics(self.metrics_log.path)
         summary = self._summary(metrics)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_metrics(metrics, self.run_dir)
-        return RunResult(self.run_dir, self.model, metrics, summary)
+        plot_metrics(
+            metrics, self.run_dir, main=f"test_{self.parts.task.main}", title=_title(self.config)
+        )
+        return RunResult(self.run_dir, returned, metrics, summary)
 
     def _summary(self, metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        accuracies = [m["test_accuracy"] for m in metrics if m["test_accuracy"] is not None]
+        task = self.parts.task
+        main = f"test_{task.main}"
+        values = [m[main] for m in metrics if m.get(main) is not None]
+        best = max if task.higher_is_better else min
         last = metrics[-1] if metrics else {}
         return {
             "rounds": len(metrics),
-            "final_test_accuracy": last.get("test_accuracy"),
-            "final_test_loss": last.get("test_loss"),
-            "best_test_accuracy": max(accuracies, default=None),
+            "task": task.name,
+            **{f"final_{key}": last.get(key) for key in self.server.eval_keys},
+            f"best_{main}": best(values, default=None),
             "total_bytes_up": sum(m["bytes_up"] for m in metrics),
             "total_bytes_down": sum(m["bytes_down"] for m in metrics),
             "rounds_wall_s": sum(m["wall_s"] for m in metrics),
@@ -312,11 +405,18 @@ def resume(
     data: FederatedDataset | None = None,
     config: FedConfig | None = None,
     allowed: frozenset[str] = RESUMABLE,
+    loss: Loss | None = None,
+    optimizer: OptimizerFactory | None = None,
+    train_step: TrainStep | None = None,
+    metrics: Mapping[str, Metric] | None = None,
+    augment: Augment | None = None,
 ) -> Experiment:
     """An ``Experiment`` restored from ``run_dir``'s config and checkpoint, ready to ``run()``.
 
     The new config is the saved one with ``overrides`` (or ``config`` as given); a change
     outside ``allowed`` is a ``ConfigError``. Accepted changes go to ``resumes.jsonl``.
+    A run that was given callables (``task.custom``) needs the same ones again: the
+    command line cannot resume it.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -325,7 +425,8 @@ def resume(
     new = config if config is not None else load_config(config_path, overrides)
     new = new.model_copy(update={"output_dir": str(run_dir)})
     changes = allowed_changes(run_dir, new, allowed)
-    experiment = Experiment(new, model=model, data=data)
+    code = UserCode(loss, optimizer, train_step, metrics, augment)
+    experiment = Experiment(new, model=model, data=data, code=code)
     after = experiment.restore()
     if new.rounds < after:
         raise ConfigError([f"rounds={new.rounds}, but {run_dir} is already past round {after}"])

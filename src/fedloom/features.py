@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from fedloom.algorithms.feature import apply_algorithms
 from fedloom.compression.feature import compression_feature
+from fedloom.evaluation.feature import client_evaluation
 from fedloom.finetune.feature import finetune_feature
 from fedloom.network.feature import grpc_feature
 from fedloom.parts import Parts
@@ -23,6 +24,7 @@ from fedloom.simulation.feature import apply_devices
 Feature = Callable[[Parts], None]
 
 FEATURES: list[Feature] = [
+    client_evaluation,  # first: a client's held-out data is carved from its own, unpoisoned
     finetune_feature,
     apply_attacks,
     apply_privacy,

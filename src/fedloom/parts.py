@@ -14,10 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from fedloom.client.context import UpdateHook
-from fedloom.client.trainer import LocalTrainer
+from fedloom.client.federated_eval import ClientEvaluator
+from fedloom.client.task import Metric, Task
+from fedloom.client.trainer import Augment, LocalTrainer, Loss, OptimizerFactory, TrainStep
 from fedloom.client.transforms import Transform
 from fedloom.compression.codec import Codec, RawCodec
 from fedloom.config import FedConfig
@@ -25,7 +28,7 @@ from fedloom.core.registry import REGISTRY
 from fedloom.core.tensors import Tensors
 from fedloom.data.base import FederatedDataset, TensorData
 from fedloom.server.sampler import Sampler, UniformSampler
-from fedloom.server.server import MetricSource, RoundGuard
+from fedloom.server.server import Instructions, MetricSource, ReplyObserver, RoundGuard
 from fedloom.server.strategy import Strategy, build_strategy
 from fedloom.transport.base import Transport
 from fedloom.transport.inprocess import Handler, InProcessTransport
@@ -46,6 +49,8 @@ class Parts:
     model: nn.Module
     """The global model; its weights are the starting point of the federation."""
     trainer: LocalTrainer
+    task: Task
+    """What is learned: the loss clients train on, the metrics the server evaluates."""
     sampler: Sampler
     strategy: Strategy
     down: Codec = field(default_factory=RawCodec)
@@ -54,18 +59,27 @@ class Parts:
     """Which named tensors are trained, sent and aggregated; the rest stay frozen."""
     client_data: Callable[[int], TensorData] | None = None
     """Client k's local data; defaults to the partition of ``data``."""
+    client_holdout: Callable[[int], TensorData] | None = None
+    """Client k's held-out data for federated evaluation (``eval.client_fraction``)."""
+    client_evaluator: ClientEvaluator | None = None
     transforms: list[Transform] = field(default_factory=list)
     """Update transforms, ordered by their own constraints (``client.transforms``)."""
     guards: list[RoundGuard] = field(default_factory=list)
     metric_sources: list[MetricSource] = field(default_factory=list)
+    instructions: list[Instructions] = field(default_factory=list)
+    observers: list[ReplyObserver] = field(default_factory=list)
     stateful: dict[str, Stateful] = field(default_factory=dict)
     transport: Callable[[Mapping[str, Handler]], Transport] = InProcessTransport
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts a feature reports for summary.json (e.g. the calibrated noise multiplier)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """Where the clients train and the server evaluates (``compute.device``)."""
     min_updates: int = 1
     """Fewest valid updates a round needs to change the model (networked ``min_clients``)."""
     max_update_bytes: int = 2**31
     """Largest update payload the server reads (the gRPC feature bounds it by the codec)."""
+    finish: Callable[[nn.Module], nn.Module] | None = None
+    """The model a run returns, made from the trained one (e.g. LoRA merged); None: it."""
     export: Callable[[nn.Module], Tensors] | None = None
     """What the run saves as model.safetensors (default: the final global state)."""
 
@@ -82,14 +96,42 @@ class Parts:
         self.transforms.append(Transform(name, apply, tuple(after), tuple(before)))
 
 
-def default_parts(config: FedConfig, data: FederatedDataset, model: nn.Module) -> Parts:
+@dataclass(frozen=True)
+class UserCode:
+    """Callables a user passes to ``fedloom.federate`` (none: the task's defaults)."""
+
+    loss: Loss | None = None
+    optimizer: OptimizerFactory | None = None
+    train_step: TrainStep | None = None
+    metrics: Mapping[str, Metric] | None = None
+    augment: Augment | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """Which were given, as recorded in ``task.custom``."""
+        given = ("loss", "optimizer", "train_step", "metrics", "augment")
+        return [name for name in given if getattr(self, name) is not None]
+
+
+NO_CODE = UserCode()
+
+
+def default_parts(
+    config: FedConfig, data: FederatedDataset, model: nn.Module, code: UserCode = NO_CODE
+) -> Parts:
+    task = REGISTRY.component("task", config.task.name, "task.name").load()()
+    task = task.with_overrides(code.loss, code.metrics)
+    factory = REGISTRY.component("trainer", config.train.trainer, "train.trainer").load()
+    trainer = factory(config.train, task.objective)
+    trainer.make_optimizer = code.optimizer or trainer.make_optimizer
+    trainer.train_step = code.train_step or trainer.train_step
+    trainer.augment = code.augment or trainer.augment
     return Parts(
         config=config,
         data=data,
         model=model,
-        trainer=REGISTRY.component("trainer", config.train.trainer, "train.trainer").load()(
-            config.train
-        ),
+        trainer=trainer,
+        task=task,
         sampler=UniformSampler(config.clients.num, config.clients.per_round, config.seed),
         strategy=build_strategy(config.strategy),
     )

@@ -189,7 +189,9 @@ def config_changes(old: FedConfig, new: FedConfig) -> dict[str, tuple[Any, Any]]
 
 
 def _calibrated_to_rounds(config: FedConfig) -> bool:
-    return config.privacy.mode != "none" and config.privacy.target_epsilon is not None
+    p = config.privacy
+    planned = p.target_epsilon is not None or p.schedule != "constant" or bool(p.tiers)
+    return p.mode != "none" and planned
 
 
 def refused_changes(

@@ -13,11 +13,12 @@ from safetensors.torch import load, save
 
 from fedloom.compression.blob import SpecCodec
 from fedloom.compression.codec import RawCodec
+from fedloom.compression.dgc import CorrectedCodec, Corrections
 from fedloom.compression.feedback import RESIDUAL_PREFIX, FeedbackCodec, residual_of
 from fedloom.compression.prune import MagnitudePruner, PrunedStrategy
 from fedloom.compression.select import build_codec, choose_codec, is_lossless
 from fedloom.config import load_config
-from fedloom.core.codec import CodecContext, Key
+from fedloom.core.codec import CodecContext, Key, Warmup
 from fedloom.core.errors import ConfigError
 from fedloom.core.registry import REGISTRY, register
 from fedloom.core.tensors import Tensors
@@ -63,7 +64,8 @@ def test_a_user_codec_runs_a_federation_with_error_feedback(halfprec, tmp_path: 
     exp = Experiment(cfg)
     assert isinstance(exp.parts.up, FeedbackCodec)
     assert isinstance(exp.parts.up.inner, HalfPrecision)
-    assert built == [(None, CodecContext(cfg.seed, None, "up"))]
+    # every uplink factory gets the warm-up: a plugin sparsifier may follow it
+    assert built == [(None, CodecContext(cfg.seed, None, "up", Warmup(3, 0.1)))]
     result = exp.run()
     assert len(result.metrics) == 2
     # logreg on digits, 650 values: float16 saves 2 bytes a value on each of 4 uploads
@@ -81,7 +83,7 @@ def test_a_user_codec_runs_a_federation_with_error_feedback(halfprec, tmp_path: 
 def test_a_user_codec_gets_its_argument_and_a_bad_one_is_a_config_error(halfprec) -> None:
     parse = load_config(None, ["compression.up=halfprec:ok"]).compression
     build_codec(parse.up, parse, seed=3, direction="up")
-    assert built == [("ok", CodecContext(3, None, "up"))]
+    assert built == [("ok", CodecContext(3, None, "up", Warmup(3, 0.1)))]
     cfg = load_config(None, ["compression.up=halfprec:bad"]).compression  # name checked only
     with pytest.raises(ConfigError, match=r"compression.up: halfprec takes no argument"):
         build_codec(cfg.up, cfg, seed=3, direction="up")
@@ -130,6 +132,30 @@ def test_lossless_and_disabled_uplinks_get_no_feedback(tmp_path: Path) -> None:
         assert not isinstance(exp.parts.up, FeedbackCodec)
     exp = Experiment(load_config(None, [*TINY, f"output_dir={tmp_path}", "compression.up=int8"]))
     assert isinstance(exp.parts.up, FeedbackCodec)
+
+
+def test_sparse_uplinks_get_dgc_ahead_of_error_feedback_by_default(tmp_path: Path) -> None:
+    def uplink(*extra: str) -> object:
+        cfg = load_config(None, [*TINY, f"output_dir={tmp_path}", *extra])
+        return Experiment(cfg).parts.up
+
+    up = uplink("compression.up=topk:0.01+int8")
+    assert isinstance(up, CorrectedCodec) and up.corrections == Corrections(0.6, True, 2.0)
+    assert isinstance(up.feedback.inner, SpecCodec)
+    assert up.feedback.inner.warmup == Warmup(3, 0.1)
+    fixes = uplink("compression.up=randk:0.1", "compression.clip=null", "compression.momentum=0.5")
+    assert isinstance(fixes, CorrectedCodec) and fixes.corrections == Corrections(0.5, True, None)
+    off = uplink("compression.up=topk:0.1", "compression.momentum=0", "compression.clip=null")
+    assert type(off) is FeedbackCodec  # nothing left to correct: error feedback alone
+    assert type(uplink("compression.up=int8")) is FeedbackCodec  # dense: no DGC
+    plain = uplink("compression.up=topk:0.01", "compression.error_feedback=false")
+    assert isinstance(plain, SpecCodec) and plain.warmup == Warmup(3, 0.1)
+    # a warm-up that starts no denser than the spec changes nothing
+    assert uplink("compression.up=topk:0.1").feedback.inner.warmup is None
+    cold = uplink("compression.up=topk:0.01", "compression.warmup_rounds=0")
+    assert isinstance(cold, CorrectedCodec) and cold.feedback.inner.warmup is None
+    cfg = load_config(None, ["compression.down=int8"]).compression
+    assert build_codec(cfg.down, cfg, seed=0, direction="down").warmup is None
 
 
 def test_scaffold_control_delta_gets_error_feedback(tmp_path: Path) -> None:

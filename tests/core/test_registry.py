@@ -164,3 +164,18 @@ def test_run_records_command_line_imports_so_resume_needs_none(tmp_path: Path) -
     recorded = recording_plugins(cfg, ["rel/plugin.py", "json", "other.mod"])
     assert recorded.plugins == ["json", str(Path("rel/plugin.py").resolve()), "other.mod"]
     assert recording_plugins(cfg, []) is cfg
+
+
+def test_a_client_imports_no_code_its_config_names_unless_told_to(
+    tmp_path: Path, scratch: list[tuple[str, str]]
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "extra.py").write_text(PLUGIN.format(name="beside_config"))
+    (folder / "fed.yaml").write_text("plugins: [extra.py]\nstrategy:\n  name: beside_config\n")
+    with pytest.raises(ConfigError, match="a client runs code only from its own command line"):
+        load_config(folder / "fed.yaml", import_code=False)
+    scratch.append(("strategy", "beside_config"))
+    cfg = load_config(folder / "fed.yaml")  # found beside the file, not in the cwd
+    assert cfg.plugins == [str(folder / "extra.py")]
+    assert load_config(folder / "fed.yaml", import_code=False).strategy.name == "beside_config"

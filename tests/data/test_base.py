@@ -28,7 +28,7 @@ def test_tensor_data_len_and_subset() -> None:
     [
         (torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.int64), "float32"),
         (torch.zeros(3, 2), torch.zeros(3, dtype=torch.int32), "int64"),
-        (torch.zeros(3, 2), torch.zeros(3, 1, dtype=torch.int64), "shape"),
+        (torch.zeros(3, 2), torch.tensor(0), "shape"),
         (torch.zeros(4, 2), torch.zeros(3, dtype=torch.int64), "first dimension"),
     ],
 )
@@ -79,9 +79,16 @@ def test_from_tensor_dataset_casts_dtypes() -> None:
     assert data.y.tolist() == [2, 0, 1]
 
 
-def test_from_tensor_dataset_rejects_float_labels() -> None:
-    with pytest.raises(DataError, match="integer class indices"):
-        from_torch_dataset(TensorDataset(torch.zeros(2, 3), torch.tensor([0.0, 1.0])))
+def test_from_tensor_dataset_keeps_regression_targets_and_token_ids() -> None:
+    data = from_torch_dataset(TensorDataset(torch.zeros(2, 3), torch.tensor([0.5, 1.25])))
+    assert data.y.dtype == torch.float32 and data.y.tolist() == [0.5, 1.25]
+    assert not data.has_labels
+    tokens = torch.tensor([[3, 1, 4], [1, 5, 9]])
+    lm = from_torch_dataset(TensorDataset(tokens, tokens.roll(-1, 1)), token_inputs=True)
+    assert lm.x.dtype == torch.int64 and lm.x.tolist() == tokens.tolist()
+    assert lm.y.shape == (2, 3) and lm.y.dtype == torch.int64
+    with pytest.raises(DataError, match="boolean"):
+        from_torch_dataset(TensorDataset(torch.zeros(2, 3), torch.tensor([True, False])))
 
 
 class _Items(Dataset):
@@ -111,9 +118,9 @@ def test_from_custom_dataset_stacks_mixed_item_types() -> None:
     ("items", "message"),
     [
         ([torch.zeros(2)], "expected a pair"),
-        ([(torch.zeros(2), 1.5)], "not an integer class index"),
-        ([(torch.zeros(2), True)], "not an integer class index"),
-        ([(torch.zeros(2), torch.tensor([0, 1]))], "not a single integer"),
+        ([(torch.zeros(2), True)], "boolean"),
+        ([(torch.zeros(2), "cat")], "not a number"),
+        ([(torch.zeros(2), 1), (torch.zeros(2), torch.tensor([0, 1]))], "y of shape"),
         ([("abc", 1)], "not a numeric tensor"),
         ([(torch.zeros(2), 0), (torch.zeros(3), 1)], "item 1 has x of shape"),
         ([], "empty"),

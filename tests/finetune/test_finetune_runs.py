@@ -90,7 +90,7 @@ def test_checkpoint_mismatch_lists_every_problem(tmp_path, checkpoint):
 @pytest.mark.slow
 def test_finetuning_on_new_digits_gains_over_the_pretrained_start(tmp_path, checkpoint):
     start = _experiment(tmp_path, "start", checkpoint)
-    _, start_accuracy = start._evaluate(start.server.global_state)
+    start_accuracy = start._evaluate(start.server.global_state)["test_accuracy"]
     assert start_accuracy < 0.05  # the pretrained head has never seen 5-9
     tune = ("finetune.mode=last_k", "train.local_epochs=3")
     result = _experiment(tmp_path, "lastk", checkpoint, *tune, rounds=3).run()

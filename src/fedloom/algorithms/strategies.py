@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from fedloom.parts import Parts
 
 AFTER_PRIVACY = (ATTACK, CLIP, LOCAL_DP)
-"""SCAFFOLD and FedNova describe the update the server will actually receive."""
+"""SCAFFOLD and FedNova describe the update as clipped and noised (the codec compresses
+it afterwards, error feedback included)."""
 
 
 class FedAvg(Strategy):
@@ -104,7 +105,7 @@ class Scaffold(ScaffoldStrategy):
 
         train = parts.config.train
         parts.trainer.grad_hooks.append(drift_correction)
-        # Δc_i is computed from the update the server will actually apply
+        # Δc_i is computed from the update after clipping and local noise
         hook = control_variate_hook(train.lr, train.momentum)
         parts.add_transform(SCAFFOLD, hook, after=AFTER_PRIVACY)
         # n is the total weight of all N clients under the run's weighting (see Weights)

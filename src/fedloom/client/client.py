@@ -10,16 +10,18 @@ stateful one (error feedback) keeps its residual in that same per-client state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from fedloom.client.context import FitContext, UpdateHook, split_aux
+from fedloom.client.federated_eval import ClientEvaluator
 from fedloom.client.trainer import LocalTrainer
 from fedloom.core.codec import Codec, encode_update, uplink_key
-from fedloom.core.errors import UpdateRejected
-from fedloom.core.message import Message
+from fedloom.core.errors import NON_FINITE, UpdateRejected
+from fedloom.core.message import EVAL_META, EVALUATE_KEY, MAX_ABS_LOSS, Message
 from fedloom.core.seeding import derive_seed, generator
 from fedloom.core.tensors import Tensors, state_of, subtract
 from fedloom.data.base import TensorData
@@ -37,6 +39,8 @@ class Client:
         down: Codec,
         up: Codec,
         hooks: Sequence[UpdateHook] = (),
+        holdout: TensorData | None = None,
+        evaluator: ClientEvaluator | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -46,6 +50,9 @@ class Client:
         self.down, self.up = down, up
         self.hooks = list(hooks)
         self.state: Tensors = {}
+        self.holdout = holdout
+        """Data held out for federated evaluation (never trained on)."""
+        self.evaluator = evaluator
 
     def handle(self, message: Message) -> Message:
         if message.kind != "fit":
@@ -58,14 +65,27 @@ class Client:
             self.client_id, message.round, message.meta, global_state, self.state, self.seed
         )
         ctx.aux = aux
+        asked = message.meta.get(EVALUATE_KEY) is True
+        if asked and self.evaluator is not None and self.holdout is not None:
+            key = (message.round, self.client_id)
+            report = self.evaluator(self.model, self.data, self.holdout, self.seed, key)
+            if report:
+                ctx.meta[EVAL_META] = report
         # Every random draw of this fit (shuffling, dropout) depends only on (seed, round,
         # client), so any client's round can be replayed alone, e.g. after a resume.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "dropout", message.round, self.client_id))
             gen = generator(self.seed, "shuffle", message.round, self.client_id)
             ctx.result = self.trainer.train(self.model, self.data, gen, ctx)
-            local = state_of(self.model)
-            update = subtract({name: local[name] for name in global_state}, global_state)
+            local = state_of(self.model)  # on the device: one copy back, after training
+            update = subtract({name: local[name].cpu() for name in global_state}, global_state)
+            loss = ctx.result.loss
+            finite = all(bool(torch.isfinite(t).all()) for t in update.values())
+            if not finite or not (math.isfinite(loss) and abs(loss) <= MAX_ABS_LOSS):
+                raise UpdateRejected(
+                    f"local training diverged (loss {loss:g}; the update or the loss has "
+                    f"{NON_FINITE} or overflows): lower train.lr"
+                )
             for hook in self.hooks:
                 update = hook(update, ctx)
         meta = {

@@ -1,4 +1,4 @@
-"""Loss and accuracy of a model on an in-memory split."""
+"""A task's loss and metrics of a model on an in-memory split."""
 
 from __future__ import annotations
 
@@ -6,29 +6,49 @@ import copy
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from fedloom.client.task import Task, batch_metrics, classification
+from fedloom.core.device import device_of
 from fedloom.data.base import TensorData
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``data``; ``model`` is left as it was."""
-    net, x = _fast_layout(model, data.x)
+def evaluate_task(
+    model: nn.Module,
+    data: TensorData,
+    task: Task,
+    *,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """``task``'s loss and metrics of ``model`` on ``data``: each a mean over the split
+    (batch means weighted by batch size), plus the task's derived metrics. ``model`` is
+    left as it was. ``channels_last`` runs a convolutional model in that memory order
+    (about 1.5x faster on CPU): only for models known to allow it (the built-in ones; a
+    user's model that flattens with ``.view`` would fail)."""
+    net, x = _fast_layout(model, data.x) if channels_last else (model, data.x)
+    device = device_of(net)
     was_training = net.training
     net.eval()
-    loss = torch.zeros((), dtype=torch.float64)
-    correct = 0
+    sums: dict[str, float] = {}
     try:
         for start in range(0, len(data), batch_size):
-            xb, yb = x[start : start + batch_size], data.y[start : start + batch_size]
-            logits = net(xb)
-            loss += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += int((logits.argmax(1) == yb).sum())
+            xb = x[start : start + batch_size].to(device)  # no copy when already there
+            yb = data.y[start : start + batch_size].to(device)
+            for name, value in batch_metrics(task, net(xb), yb).items():
+                sums[name] = sums.get(name, 0.0) + value * len(yb)
     finally:
         net.train(was_training)
     n = max(len(data), 1)
-    return float(loss) / n, correct / n
+    averaged = {name: total / n for name, total in sums.items()}
+    derived = task.finish(averaged) if sums else {}
+    return {k: v for k, v in {**averaged, **derived}.items() if k not in task.hidden}
+
+
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a classifier on ``data``."""
+    values = evaluate_task(model, data, classification(), batch_size=batch_size)
+    return values["loss"], values["accuracy"]
 
 
 def _fast_layout(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,13 @@ from fedloom.client.config import TrainConfig
 from fedloom.client.context import FitContext, TrainResult
 from fedloom.data.base import TensorData
 
-Loss = Callable[[Tensor, Tensor], Tensor]
+Loss = Callable[[Any, Tensor], Tensor]
+OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
+TrainStep = Callable[[nn.Module, tuple[Tensor, Tensor]], Tensor]
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+"""``augment(x, generator) -> x``: a random transform of a training batch (augmentation),
+drawing only from ``generator`` (seeded per client and round: runs stay reproducible)."""
+"""``train_step(model, (x, y)) -> loss``: one minibatch's loss, for anything exotic."""
 Penalty = Callable[[nn.Module, FitContext], Tensor]
 """An extra term added to each minibatch loss (e.g. FedProx's proximal term)."""
 GradHook = Callable[[nn.Module, FitContext], None]
@@ -69,13 +76,30 @@ class LocalTrainer:
     gradient wrapper), ``empty_step`` (what a step with an empty batch does) and
     ``finish`` (e.g. accounting once the round's steps are known)."""
 
-    def __init__(self, config: TrainConfig, loss: Loss = F.cross_entropy) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        loss: Loss = F.cross_entropy,
+        *,
+        optimizer: OptimizerFactory | None = None,
+        train_step: TrainStep | None = None,
+        augment: Augment | None = None,
+    ) -> None:
         self.config = config
         self.loss = loss
+        """``loss(model output, target)``, a mean over the batch."""
+        self.make_optimizer = optimizer
+        """The user's ``optimizer(params)``; None: SGD from ``config``."""
+        self.train_step = train_step
+        """The user's ``train_step(model, (x, y)) -> loss``, replacing loss(model(x), y)."""
+        self.augment = augment
+        """The user's ``augment(x_batch, generator) -> x_batch``, on training batches only."""
         self.penalties: list[Penalty] = []
         self.grad_hooks: list[GradHook] = []
 
     def optimizer(self, params: list[nn.Parameter], ctx: FitContext | None) -> Optimizer:
+        if self.make_optimizer is not None:
+            return self.make_optimizer(params)
         cfg = self.config
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -118,7 +142,13 @@ class LocalTrainer:
                         optimizer.step()
                         steps += 1
                     continue
-                loss = self.loss(forward(data.x[idx]), data.y[idx])
+                xb, yb = data.x[idx], data.y[idx]
+                if self.augment is not None:  # drawn from the client's own generator
+                    xb = self.augment(xb, gen)
+                if self.train_step is not None:
+                    loss = self.train_step(forward, (xb, yb))
+                else:
+                    loss = self.loss(forward(xb), yb)
                 objective = loss
                 for penalty in self.penalties:
                     objective = objective + penalty(model, _need(ctx))

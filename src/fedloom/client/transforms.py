@@ -8,7 +8,7 @@ run orders nothing. Among transforms the constraints leave free, the order they 
 added in is kept, so a run's order is deterministic.
 
 The built-in names and their constraints give: attack → clip → local_dp → the algorithm
-transforms that describe the update actually sent (``scaffold``, ``fednova``). Quantizing
+transforms that describe the clipped and noised update (``scaffold``, ``fednova``). Quantizing
 and sparsifying (with error feedback) happen in the uplink codec, after every transform.
 """
 

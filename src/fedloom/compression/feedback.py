@@ -30,6 +30,10 @@ class FeedbackCodec:
         self.name = inner.name
 
     def encode_stateful(self, tensors: Tensors, key: Key, state: Tensors) -> bytes:
+        return self.encode_and_send(tensors, key, state)[0]
+
+    def encode_and_send(self, tensors: Tensors, key: Key, state: Tensors) -> tuple[bytes, Tensors]:
+        """The payload and what it sends (as the server decodes it); updates the residual."""
         corrected = {
             name: t + state[RESIDUAL_PREFIX + name] if RESIDUAL_PREFIX + name in state else t
             for name, t in tensors.items()
@@ -38,7 +42,7 @@ class FeedbackCodec:
         sent = self.inner.decode(payload)
         for name, value in corrected.items():
             state[RESIDUAL_PREFIX + name] = value - sent[name]
-        return payload
+        return payload, sent
 
     def encode(self, tensors: Tensors, key: Key = ()) -> bytes:
         """Without a client's state there is no residual: ``inner``'s plain encode."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fedloom.compression.spec import Spec, parse_spec
-from fedloom.core.codec import CodecContext, Direction
+from fedloom.core.codec import CodecContext, Direction, Warmup
 from fedloom.core.errors import ConfigError
 from fedloom.core.registry import REGISTRY, Component, unknown_name
 
@@ -84,6 +84,19 @@ def is_lossless(text: str) -> bool:
     return choose_codec(text).lossless
 
 
+def is_sparse(text: str) -> bool:
+    """Whether ``text`` is a spec with a sparsifier (``topk``, ``randk``)."""
+    spec = choose_codec(text).spec
+    return spec is not None and spec.sparsifier is not None
+
+
+def warmup_of(cfg: CompressionConfig, direction: Direction) -> Warmup | None:
+    """The uplink's density warm-up (``compression.warmup_rounds``), None without one."""
+    if direction == "down" or cfg.warmup_rounds == 0:
+        return None
+    return Warmup(cfg.warmup_rounds, cfg.warmup_density)
+
+
 def build_codec(text: str, cfg: CompressionConfig, seed: int, direction: Direction) -> Codec:
     """The codec ``text`` names, built by its registered factory; a factory's
     ``ValueError`` (a bad argument) becomes a ``ConfigError`` naming the key."""
@@ -91,7 +104,8 @@ def build_codec(text: str, cfg: CompressionConfig, seed: int, direction: Directi
     try:
         choice = choose_codec(text)
         codec = choice.component.load()(
-            choice.factory_arg, CodecContext(seed, cfg.chunk, direction)
+            choice.factory_arg,
+            CodecContext(seed, cfg.chunk, direction, warmup_of(cfg, direction)),
         )
     except ValueError as error:
         raise ConfigError([f"{key}: {error}"]) from None

@@ -1,2 +1,2 @@
 """Tiny shared vocabulary imported by every layer: tensors dicts, messages, errors, seeding,
-the component registry. Import each name from its module (``fedloom.core.errors``, ``fedloom.core.registry``, ...)."""
+the component registry. Import each name from its module (``fedloom.core.errors``, ...)."""

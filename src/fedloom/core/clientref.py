@@ -23,6 +23,11 @@ def client_ref(cid: str) -> str:
     return HIDDEN if _hidden else f"client {cid}"
 
 
+def naming() -> bool:
+    """Whether log lines may name clients (and carry their own messages) now."""
+    return not _hidden
+
+
 def error_text(error: BaseException) -> str:
     """An exception for a log line: its repr, or only its type while a run withholds
     client ids (a client's own error message may name it)."""

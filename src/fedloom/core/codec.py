@@ -41,6 +41,13 @@ def downlink_key(rnd: int) -> Key:
     return ("down", rnd)
 
 
+def key_round(key: Key) -> int | None:
+    """The round an encode key names (``uplink_key``, ``downlink_key``), else None."""
+    if len(key) >= 2 and key[0] in ("up", "down") and type(key[1]) is int:
+        return key[1]
+    return None
+
+
 class Codec(Protocol):
     """Turns named tensors into bytes and back. ``len(encode(t))`` is what crosses the wire.
 
@@ -85,6 +92,27 @@ def encode_update(codec: Codec, update: Tensors, key: Key, state: Tensors) -> by
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """A sparsifier's density warm-up: round r <= ``rounds`` keeps the share
+    ``start * (final / start) ** ((r - 1) / rounds)`` of each tensor, an exponential ramp
+    from ``start`` down to the spec's own fraction ``final`` (Lin et al. 2018)."""
+
+    rounds: int
+    start: float
+
+    def density(self, final: float, rnd: int | None) -> float:
+        """The share kept in round ``rnd`` (1-based); ``final`` after the warm-up, or
+        when the round is unknown."""
+        if rnd is None or rnd > self.rounds or self.start <= final:
+            return final
+        return self.start * (final / self.start) ** ((max(rnd, 1) - 1) / self.rounds)
+
+    def largest(self, final: float) -> float:
+        """The largest share any round keeps: what bounds an upload."""
+        return max(final, self.start) if self.rounds > 0 else final
+
+
+@dataclass(frozen=True)
 class CodecContext:
     """What a registered codec factory is built with, besides its own argument."""
 
@@ -94,3 +122,6 @@ class CodecContext:
     """``compression.chunk``: values per quantization scale (None: one per tensor)."""
     direction: Direction
     """``up`` for the clients' updates, ``down`` for the global model."""
+    warmup: Warmup | None = None
+    """The uplink's density warm-up (``compression.warmup_rounds``): a sparsifying codec
+    keeps ``warmup.density(F, key_round(key))`` of each tensor; None: no warm-up."""

@@ -20,3 +20,11 @@ class DataError(FedloomError):
 
 class UpdateRejected(FedloomError):
     """A client update failed validation; the round goes on without it."""
+
+
+class Diverged(FedloomError):
+    """Training produced non-finite values: the run stops (exit 1) with a hint."""
+
+
+NON_FINITE = "NaN or infinite values"
+"""The words every non-finite update's rejection or failure carries."""

@@ -29,3 +29,12 @@ class Message:
 def payload_bytes(payload: Payload) -> bytes:
     """``payload`` as ``bytes`` (the object itself when it already is, else one copy)."""
     return payload if isinstance(payload, bytes) else bytes(payload)
+
+
+EVALUATE_KEY = "evaluate"
+"""Fit-message meta: this client evaluates the global model on its held-out data first."""
+EVAL_META = "eval"
+"""Reply meta: that evaluation, ``{"n": examples, <metric>: value, ...}``."""
+
+MAX_ABS_LOSS = 1e30
+"""Largest |train_loss| a reply may report; beyond it a client's training has diverged."""

@@ -37,13 +37,14 @@ log = logging.getLogger(__name__)
 
 KINDS: dict[str, str] = {
     "strategy": "factory(config: StrategyConfig, params) -> Strategy",
-    "aggregator": "factory(config: StrategyConfig, params) -> (() -> Aggregator)",
+    "aggregator": "factory(config: StrategyConfig, params=None) -> (() -> Aggregator)",
     "codec": "factory(arg: str | None, ctx: CodecContext) -> Codec",
     "model": "factory(input_shape: tuple[int, ...], num_classes: int) -> nn.Module",
     "dataset": "loader(cfg: DataConfig, num_clients: int, seed: int) -> LoadedData",
     "partitioner": "fn(labels: ndarray, num_clients: int, rng, *, options) -> [index tensor]",
     "attack": "fn(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors",
-    "trainer": "factory(config: TrainConfig) -> LocalTrainer",
+    "trainer": "factory(config: TrainConfig, loss) -> LocalTrainer (loss: the task's)",
+    "task": "factory() -> Task (loss, metrics, how to read a model's output)",
     "logger": "factory(run_dir: Path) -> MetricsLogger (log(metrics), close())",
 }
 """Every extension point and the call its components must accept."""
@@ -85,6 +86,7 @@ class Registries:
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self._replaced: dict[tuple[str, str], Component] = {}
         self._builtins_loaded = False
         self._plugins_loaded = False
 
@@ -93,6 +95,8 @@ class Registries:
         kind = self._kind(component.kind)
         if component.name in kind and not replace:
             raise ValueError(f"{component.kind} {component.name!r} is already registered")
+        if component.name in kind:
+            self._replaced.setdefault((component.kind, component.name), kind[component.name])
         kind[component.name] = component
 
     def register(
@@ -117,9 +121,13 @@ class Registries:
         return add
 
     def unregister(self, kind: str, name: str) -> None:
-        """Remove a registered component (e.g. a test's); ``KeyError`` if there is none."""
+        """Remove a registered component (e.g. a test's), restoring the one it replaced;
+        ``KeyError`` if there is none."""
         self._load_builtins()
         del self._kind(kind)[name]
+        replaced = self._replaced.pop((kind, name), None)
+        if replaced is not None:
+            self._kind(kind)[name] = replaced
 
     def component(self, kind: str, name: str, key: str | None = None) -> Component:
         """The component, or a ``ConfigError`` for ``key`` listing the registered names."""
@@ -202,12 +210,26 @@ def checked_params(kind: str, name: str, params: dict[str, Any]) -> dict[str, An
         raise ValueError(f"{kind} {name!r}: params.{where}: {first['msg']}") from None
 
 
+def is_plugin_file(item: str) -> bool:
+    """A plugin given as a path to a ``.py`` file (else a module name)."""
+    return item.endswith(".py") or "/" in item
+
+
+def plugin_key(item: str) -> str:
+    """How a plugin is recorded: a file as its absolute path, a module as its name."""
+    return str(Path(item).resolve()) if is_plugin_file(item) else item
+
+
+IMPORTED: set[str] = set()
+"""The plugins imported in this process (``plugin_key``)."""
+
+
 def import_plugins(modules: Iterable[str]) -> None:
     """Import user modules that register components: a module name (``my_pkg.plugin``)
     or a path to a ``.py`` file. A module that cannot be imported is a ``ConfigError``."""
     for item in modules:
         try:
-            if item.endswith(".py") or "/" in item:
+            if is_plugin_file(item):
                 _import_file(Path(item))
             else:
                 importlib.import_module(item)
@@ -215,6 +237,7 @@ def import_plugins(modules: Iterable[str]) -> None:
             raise
         except Exception as error:
             raise ConfigError([f"plugin {item!r} could not be imported: {error!r}"]) from None
+        IMPORTED.add(plugin_key(item))
 
 
 def _import_file(path: Path) -> None:

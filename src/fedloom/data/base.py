@@ -18,7 +18,9 @@ from fedloom.core.errors import DataError
 
 @dataclass(frozen=True)
 class TensorData:
-    """One split held in memory: ``x`` float32 ``(N, *input_shape)``, ``y`` int64 ``(N,)``."""
+    """One split held in memory: ``x`` ``(N, *input_shape)`` (float32 features, or int64
+    token ids), ``y`` ``(N, ...)``: int64 class labels ``(N,)`` for classification, float32
+    targets for regression, int64 next tokens ``(N, T)`` for a language model."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -29,20 +31,33 @@ class TensorData:
                 f"TensorData needs two torch tensors, got x={type(self.x).__name__}, "
                 f"y={type(self.y).__name__}; use from_torch_dataset() to convert a Dataset"
             )
-        if self.x.dtype != torch.float32:
-            raise DataError(f"TensorData.x must be float32, got {self.x.dtype}; call x.float()")
-        if self.y.dtype != torch.int64:
-            raise DataError(f"TensorData.y must be int64 labels, got {self.y.dtype}; call y.long()")
-        if self.y.ndim != 1:
-            raise DataError(f"TensorData.y must have shape (N,), got {tuple(self.y.shape)}")
+        for name, t in (("x", self.x), ("y", self.y)):
+            if t.dtype not in (torch.float32, torch.int64):
+                raise DataError(
+                    f"TensorData.{name} must be float32 or int64, got {t.dtype}; "
+                    f"call {name}.float() or {name}.long()"
+                )
+        if self.y.ndim < 1:
+            raise DataError(f"TensorData.y must have shape (N, ...), got {tuple(self.y.shape)}")
         if self.x.ndim < 1 or self.x.shape[0] != self.y.shape[0]:
             raise DataError(
                 f"TensorData.x has shape {tuple(self.x.shape)} but y has {self.y.shape[0]} "
-                "labels; the first dimension of x must be the sample count"
+                "targets; the first dimension of x must be the sample count"
             )
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether ``y`` holds one class label per sample (int64, shape ``(N,)``)."""
+        return self.y.dtype == torch.int64 and self.y.ndim == 1
+
+    def to(self, device: torch.device) -> TensorData:
+        """This split on ``device`` (itself when it is already there)."""
+        if self.x.device == device and self.y.device == device:
+            return self
+        return TensorData(self.x.to(device), self.y.to(device))
 
     def subset(self, idx: torch.Tensor) -> TensorData:
         """The samples at ``idx`` (an int64 index tensor), as a new ``TensorData``."""
@@ -99,6 +114,8 @@ def _check_split(
         )
     if num_classes < 1:
         raise DataError(f"num_classes must be at least 1, got {num_classes}")
+    if split.y.dtype != torch.int64:
+        return  # regression targets: no class range
     if len(split) and (int(split.y.min()) < 0 or int(split.y.max()) >= num_classes):
         raise DataError(
             f"{name} labels span {int(split.y.min())}..{int(split.y.max())}, "
@@ -125,30 +142,45 @@ def _check_disjoint_cover(client_indices: list[torch.Tensor], num_train: int) ->
         )
 
 
-def from_torch_dataset(ds: Dataset[Any]) -> TensorData:
+def from_torch_dataset(ds: Dataset[Any], *, token_inputs: bool = False) -> TensorData:
     """Materialise a map-style torch ``Dataset`` of ``(x, y)`` pairs as one ``TensorData``.
 
     A ``TensorDataset`` is converted without iterating; any other dataset is read item by
-    item exactly once. ``x`` is cast to float32 as-is (no rescaling: apply your transforms
-    in the dataset), ``y`` must be an integer class index.
+    item exactly once. Values are kept as they are (no rescaling: apply your transforms
+    in the dataset). ``x`` becomes float32, or int64 token ids with ``token_inputs``;
+    ``y`` int64 when it holds integers (a class index, next tokens), else float32 (a
+    regression target, a number or a vector).
     """
     if isinstance(ds, TensorDataset):
-        return _from_tensor_dataset(ds)
-    return _from_items(ds)
+        return _from_tensor_dataset(ds, token_inputs)
+    return _from_items(ds, token_inputs)
 
 
-def _from_tensor_dataset(ds: TensorDataset) -> TensorData:
+def _from_tensor_dataset(ds: TensorDataset, token_inputs: bool) -> TensorData:
     if len(ds.tensors) != 2:
         raise DataError(f"expected a TensorDataset of (x, y), got {len(ds.tensors)} tensors")
     x, y = ds.tensors
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise DataError(f"labels must be integer class indices, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise DataError(f"labels must have shape (N,), got {tuple(y.shape)}")
-    return TensorData(x.detach().to(torch.float32), y.detach().to(torch.int64))
+    if y.dtype == torch.bool:
+        raise DataError("targets are booleans, not class indices or numbers")
+    return TensorData(_inputs(x.detach(), token_inputs), _standard(y.detach(), "y"))
 
 
-def _from_items(ds: Dataset[Any]) -> TensorData:
+def _standard(t: torch.Tensor, name: str) -> torch.Tensor:
+    """float32 for floating-point values, int64 for integers."""
+    if t.is_complex():
+        raise DataError(f"{name} is complex; fedloom's data are real-valued")
+    return t.to(torch.float32) if t.dtype.is_floating_point else t.to(torch.int64)
+
+
+def _inputs(x: torch.Tensor, token_inputs: bool) -> torch.Tensor:
+    if token_inputs:
+        if x.dtype.is_floating_point:
+            raise DataError(f"token inputs must be integer ids, got dtype {x.dtype}")
+        return x.to(torch.int64)
+    return x.to(torch.float32)
+
+
+def _from_items(ds: Dataset[Any], token_inputs: bool) -> TensorData:
     try:
         size = len(ds)  # type: ignore[arg-type]
     except TypeError as err:
@@ -158,7 +190,7 @@ def _from_items(ds: Dataset[Any]) -> TensorData:
     if size == 0:
         raise DataError(f"{type(ds).__name__} is empty")
     xs: list[torch.Tensor] = []
-    ys: list[int] = []
+    ys: list[torch.Tensor] = []
     for i in range(size):
         x, y = _unpack_item(ds[i], i)
         if xs and x.shape != xs[0].shape:
@@ -166,15 +198,19 @@ def _from_items(ds: Dataset[Any]) -> TensorData:
                 f"item {i} has x of shape {tuple(x.shape)} but item 0 has {tuple(xs[0].shape)}; "
                 "all inputs must share one shape"
             )
+        if ys and y.shape != ys[0].shape:
+            raise DataError(
+                f"item {i} has y of shape {tuple(y.shape)} but item 0 has {tuple(ys[0].shape)}"
+            )
         xs.append(x)
         ys.append(y)
-    return TensorData(torch.stack(xs).to(torch.float32), torch.tensor(ys, dtype=torch.int64))
+    return TensorData(_inputs(torch.stack(xs), token_inputs), _standard(torch.stack(ys), "y"))
 
 
-def _unpack_item(item: object, i: int) -> tuple[torch.Tensor, int]:
+def _unpack_item(item: object, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(item, tuple | list) or len(item) != 2:
         raise DataError(f"item {i} is a {type(item).__name__}, expected a pair (x, y)")
-    return _as_input_tensor(item[0], i), _as_int_label(item[1], i)
+    return _as_input_tensor(item[0], i), _as_target(item[1], i)
 
 
 def _as_input_tensor(x: object, i: int) -> torch.Tensor:
@@ -193,15 +229,14 @@ def _as_input_tensor(x: object, i: int) -> torch.Tensor:
     return tensor
 
 
-def _as_int_label(y: object, i: int) -> int:
-    value = y
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        if value.size != 1 or value.dtype.kind not in "iu":
-            raise DataError(f"item {i}: label {y!r} is not a single integer class index")
-        value = value.reshape(()).item()
+def _as_target(y: object, i: int) -> torch.Tensor:
+    """A class index, a number or a vector of them (a regression target, next tokens)."""
     # bool is an int subclass, but a True/False "label" is almost always a bug upstream.
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise DataError(f"item {i}: label {y!r} is not an integer class index")
-    return int(value)
+    if isinstance(y, bool | np.bool_) or (
+        isinstance(y, torch.Tensor | np.ndarray) and y.dtype in (torch.bool, np.bool_)
+    ):
+        raise DataError(f"item {i}: target {y!r} is a boolean, not a class index or number")
+    try:
+        return _as_input_tensor(y, i)
+    except DataError:
+        raise DataError(f"item {i}: target {y!r} is not a number or a tensor of them") from None

@@ -26,7 +26,7 @@ def _has(name: str, capability: str) -> bool:
 class DataConfig(BaseModel):
     """Frozen, validated data settings; see each field's description."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = "digits"
     """A registered dataset (digits, mnist, fashion_mnist, kmnist, synthetic, cifar10, or
@@ -47,12 +47,15 @@ class DataConfig(BaseModel):
     )
     alpha: float = Field(0.5, gt=0, description="dirichlet concentration (smaller = more skew)")
     shards_per_client: int = Field(2, ge=1)
+    """``shards``: label-sorted shards per client (McMahan et al. 2017)."""
     quantity_sigma: float = Field(1.0, gt=0, description="lognormal sigma of client sizes")
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="held-out fraction where there is no official test split"
     )
     synthetic_alpha: float = Field(1.0, ge=0)
+    """``synthetic``: α of Synthetic(α, β) (Li et al. 2020): how much the models differ."""
     synthetic_beta: float = Field(1.0, ge=0)
+    """``synthetic``: β of Synthetic(α, β): how much the clients' inputs differ."""
     min_client_size: int = Field(
         2, ge=0, description="dirichlet redraws until every client has at least this many"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import torch
@@ -88,13 +89,34 @@ def federate_tensors(
         raise DataError(
             f"train inputs have shape {input_shape} but test inputs {tuple(test.x.shape[1:])}"
         )
-    indices = partition(train.y, num_clients, scheme, seed, **config_options(cfg, scheme))
+    indices = partition(
+        _partition_labels(train, scheme), num_clients, scheme, seed, **config_options(cfg, scheme)
+    )
     return FederatedDataset(
         train=train,
         test=test,
         client_indices=indices,
         num_classes=_infer_num_classes(train, test),
         input_shape=input_shape,
+    )
+
+
+def natural_split(sites: list[TensorData], test: TensorData) -> FederatedDataset:
+    """One client per site: the sites' data side by side, each client owning its own."""
+    if not sites:
+        raise DataError("client_data is empty: give at least one client's dataset")
+    shapes = {tuple(site.x.shape[1:]) for site in sites} | {tuple(test.x.shape[1:])}
+    if len(shapes) != 1:
+        raise DataError(f"the clients' and the test inputs differ in shape: {sorted(shapes)}")
+    train = TensorData(torch.cat([s.x for s in sites]), torch.cat([s.y for s in sites]))
+    bounds = [0, *itertools.accumulate(len(site) for site in sites)]
+    indices = [torch.arange(a, b, dtype=torch.int64) for a, b in itertools.pairwise(bounds)]
+    return FederatedDataset(
+        train=train,
+        test=test,
+        client_indices=indices,
+        num_classes=_infer_num_classes(train, test),
+        input_shape=tuple(train.x.shape[1:]),
     )
 
 
@@ -107,7 +129,28 @@ def config_options(cfg: DataConfig, scheme: str) -> dict[str, Any]:
     }
 
 
+def _partition_labels(train: TensorData, scheme: str) -> torch.Tensor:
+    """The labels a scheme splits by; targets that are not class labels (regression,
+    next tokens) only fit the schemes that do not read labels."""
+    if train.has_labels:
+        return train.y
+    if scheme in LABEL_FREE_SCHEMES:
+        return torch.zeros(len(train), dtype=torch.int64)
+    raise DataError(
+        f"data.partition={scheme} splits by class label, but the targets are not class "
+        f"labels (dtype {train.y.dtype}, shape {tuple(train.y.shape)}); use "
+        f"{' or '.join(sorted(LABEL_FREE_SCHEMES))}"
+    )
+
+
+LABEL_FREE_SCHEMES = frozenset({"iid", "quantity"})
+
+
 def _infer_num_classes(train: TensorData, test: TensorData) -> int:
+    """Classes (labels, or a language model's vocabulary): the largest id plus one. For
+    real-valued targets: the number of outputs per sample."""
+    if train.y.dtype.is_floating_point:
+        return int(train.y[0].numel()) if len(train) else 1
     labels = [split.y for split in (train, test) if len(split)]
     if not labels:
         raise DataError("both train and test are empty")

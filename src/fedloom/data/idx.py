@@ -95,6 +95,12 @@ def read_idx_split(directory: Path, prefix: str, dataset: str) -> TensorData:
     """The ``prefix`` ("train" or "t10k") images and labels as one ``TensorData``."""
     images_path = find_idx_file(directory, f"{prefix}-images-idx3-ubyte", dataset)
     labels_path = find_idx_file(directory, f"{prefix}-labels-idx1-ubyte", dataset)
+    return read_idx_pair(images_path, labels_path)
+
+
+def read_idx_pair(images_path: Path, labels_path: Path) -> TensorData:
+    """An IDX images file (N, rows, cols) and its labels file as one ``TensorData``:
+    pixels scaled to [0, 1], one channel."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3:
         raise DataError(f"{images_path}: expected images (N, rows, cols), got {images.shape}")

@@ -11,7 +11,7 @@ ImportanceSource = Literal["clients", "weights"]
 
 
 class FinetuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     mode: FinetuneMode = "full"
     """``full`` trains everything; the other modes freeze all but a selection."""
@@ -32,3 +32,7 @@ class FinetuneConfig(BaseModel):
     """``lora`` mode: rank r of the adapters on every Linear and Conv2d layer."""
     lora_alpha: float = Field(4.0, gt=0.0)
     """``lora`` mode: the adapter output is scaled by alpha / r."""
+    lora_merge: bool = True
+    """``lora`` mode: the run's result (``RunResult.model``, ``model.safetensors``) is the
+    model with the adapters merged into its layers (the original architecture); false
+    keeps them as adapters (their tensors are saved as they are)."""

@@ -26,10 +26,6 @@ def export_merged(model: nn.Module) -> Tensors:
     return export_full(merge_lora(model))
 
 
-EXPORTS = {"lora": export_merged}
-"""How a mode's model is exported; every other mode saves the whole state as it is."""
-
-
 def finetune_feature(parts: Parts) -> None:
     cfg = parts.config.finetune
     if cfg.mode == "full":
@@ -41,7 +37,9 @@ def finetune_feature(parts: Parts) -> None:
     # they travel and are averaged like the trained part, so no client inherits another's
     buffers = {n for n, b in parts.model.named_buffers() if b.is_floating_point()}
     parts.trainable = (trainable | buffers).__contains__
-    parts.export = EXPORTS.get(cfg.mode, export_full)
+    merge = cfg.mode == "lora" and cfg.lora_merge
+    parts.export = export_merged if merge else export_full
+    parts.finish = merge_lora if merge else None
     sizes = {n: p.numel() for n, p in parts.model.named_parameters()}
     parts.notes["trainable_parameters"] = sum(sizes[n] for n in trainable)
     parts.notes["trainable_tensors"] = sorted(trainable)

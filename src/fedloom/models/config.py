@@ -4,7 +4,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = "cnn"
     """A registered model name (see ``fedloom.models.available_models()``)."""

@@ -11,6 +11,7 @@ import logging
 import torch
 from torch import nn
 
+from fedloom.client.task import prediction
 from fedloom.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def _outputs_for(model: nn.Module, example: torch.Tensor) -> object:
 def check_model_fits(
     model: nn.Module,
     example: torch.Tensor,
-    num_classes: int,
+    num_classes: int | None,
     *,
     model_name: str,
     data_name: str,
@@ -52,6 +53,8 @@ def check_model_fits(
     Returns the model's number of outputs. A model that cannot take the data's inputs, or
     has fewer outputs than the data has classes, is a ``ConfigError`` naming both sides;
     more outputs than classes only logs a warning (those outputs are never a label).
+    ``num_classes=None`` (a task other than classification) checks only that the model
+    takes the inputs and returns a prediction (a tensor, ``.logits`` or ``{"logits"}``).
     """
     shape = tuple(example.shape[1:])
     try:
@@ -63,7 +66,17 @@ def check_model_fits(
                 f"has shape {shape} ({_first_line(error)})"
             ]
         ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+    if num_classes is None:
+        try:
+            return int(prediction(out).shape[-1]) if prediction(out).ndim else 1
+        except TypeError as error:
+            raise ConfigError([f"model {model_name}: {error}"]) from None
+    if not isinstance(out, torch.Tensor):
+        try:
+            out = prediction(out)  # a Hugging Face style output: its .logits
+        except TypeError as error:
+            raise ConfigError([f"model {model_name}: {error}"]) from None
+    if out.ndim != 2 or out.shape[0] != 1:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(
             [

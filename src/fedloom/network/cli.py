@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from fedloom.core.errors import ConfigError, FedloomError
+from fedloom.terminal import console, fail
 
-console = Console(stderr=True)
 Args = Annotated[
     list[str] | None,
     typer.Argument(help="[CONFIG.yaml] [dotted.key=value ...]", show_default=False),
@@ -29,15 +28,11 @@ def _split(args: list[str] | None) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def _fail(error: FedloomError) -> typer.Exit:
-    console.print(f"[red]error:[/] {error}", soft_wrap=True)  # one line, however narrow
-    return typer.Exit(2 if isinstance(error, ConfigError) else 1)
-
-
 def _show_round(m: dict[str, Any]) -> None:
-    acc = "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
+    main = next((k for k in m if k.startswith("test_") and k != "test_loss"), "test_loss")
+    value = "-" if m[main] is None else f"{m[main]:.4f}"
     console.print(
-        f"round {m['round']}: acc {acc}  clients {m['num_clients']}  "
+        f"round {m['round']}: {main.removeprefix('test_')} {value}  clients {m['num_clients']}  "
         f"failed {m.get('num_failed', 0)}  rejected {m.get('num_rejected', 0)}  "
         f"{m['wall_s']:.2f} s"
     )
@@ -60,8 +55,9 @@ def server(args: Args = None) -> None:
             path, overrides = _split(args)
             experiment = server_experiment(path, overrides)
             result = serve(experiment, on_round=_show_round)
-        acc = result.summary["final_test_accuracy"]
-        console.print(f"final test accuracy {acc}\nrun directory: {result.run_dir}")
+        main = f"test_{experiment.parts.task.main}"
+        final = result.summary[f"final_{main}"]
+        console.print(f"final {main.replace('_', ' ')} {final}\nrun directory: {result.run_dir}")
     except Interrupted as stop:
         where = again = ""
         if experiment is not None:
@@ -75,24 +71,32 @@ def server(args: Args = None) -> None:
         )
         raise typer.Exit(stop.exit_code) from None
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 def client(
     server: Annotated[str, typer.Option("--server", help="HOST:PORT of the server")],
-    partition: Annotated[int, typer.Option(help="which client (data partition) this is")],
     token: Annotated[str, typer.Option(envvar="FEDLOOM_TOKEN", help="this client's secret token")],
+    partition: Annotated[
+        int | None, typer.Option("--partition", "--id", help="which client this is (its id)")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="site.yaml: train on these local files instead of partition ID"),
+    ] = None,
     args: Args = None,
 ) -> None:
-    """Join a federation as client PARTITION; exits when the server is done."""
+    """Join a federation as client ID; exits when the server is done."""
     from fedloom.network.client import client_main
 
     try:
+        if partition is None:
+            raise ConfigError(["fedloom client needs --id (or --partition): which client it is"])
         path, overrides = _split(args)
-        rounds = client_main(path, overrides, server, partition, token)
+        rounds = client_main(path, overrides, server, partition, token, site=data)
         console.print(f"client {partition}: answered {rounds} round(s); the server is done")
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 def deploy_local(
@@ -110,7 +114,7 @@ def deploy_local(
         if code:
             raise typer.Exit(code)
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 def certs(
@@ -142,7 +146,7 @@ def tokens(
         clients = token_ids(n, ids)
         write_tokens(Path(file), clients, overwrite=force)
     except FedloomError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     console.print(f"wrote {len(clients)} token(s) to {file} (mode 0600)")
 
 

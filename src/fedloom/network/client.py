@@ -15,13 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
+import torch
 
 from fedloom.client.client import Client
 from fedloom.config import FedConfig, load_config
 from fedloom.core.errors import ConfigError, FedloomError
 from fedloom.core.message import Message
+from fedloom.data.base import FederatedDataset
+from fedloom.data.site import load_site
 from fedloom.experiment import assemble, build_clients
 from fedloom.network.config import read_file
 from fedloom.transport.grpc_client import ClientTls, GrpcClientChannel, GrpcClientSettings
@@ -44,6 +48,28 @@ def local_client(config: FedConfig, partition: int) -> Client:
     )
     cid = str(partition)
     return build_clients(assemble(local), [cid])[cid]
+
+
+def site_client(config: FedConfig, partition: int, site: str | Path) -> Client:
+    """Client ``partition`` training on its own files (``site.yaml``, see
+    ``fedloom.data.site``): nothing of the federation's dataset is read."""
+    if not 0 <= partition < config.clients.num:
+        raise ConfigError([f"--id must be in [0, {config.clients.num}), got {partition}"])
+    data, classes = load_site(site)
+    empty = torch.zeros(0, dtype=torch.int64)
+    everything = torch.arange(len(data))
+    own = FederatedDataset(
+        train=data,
+        test=data.subset(empty),
+        client_indices=[everything if k == partition else empty for k in range(config.clients.num)],
+        num_classes=classes,
+        input_shape=tuple(data.x.shape[1:]),
+    )
+    local = config.model_copy(
+        update={"network": config.network.model_copy(update={"mode": "simulation"})}
+    )
+    cid = str(partition)
+    return build_clients(assemble(local, data=own), [cid])[cid]
 
 
 def client_settings(
@@ -136,10 +162,17 @@ def _answer(client: Client, channel: GrpcClientChannel, work: Message) -> int:
 
 
 def client_main(
-    path: str | None, overrides: Sequence[str], address: str, partition: int, token: str
+    path: str | None,
+    overrides: Sequence[str],
+    address: str,
+    partition: int,
+    token: str,
+    site: str | None = None,
 ) -> int:
-    config = load_config(path, overrides)
-    client = local_client(config, partition)
+    config = load_config(path, overrides, import_code=False)  # code only from --import
+    client = (
+        local_client(config, partition) if site is None else site_client(config, partition, site)
+    )
     channel = GrpcClientChannel(client_settings(config, address, str(partition), token))
     try:
         return run_client(client, channel, config)

@@ -16,9 +16,10 @@ from fedloom.core.errors import ConfigError
 
 
 class NetworkConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     mode: Literal["simulation", "grpc"] = "simulation"
+    """``simulation``: clients in this process; ``grpc``: ``fedloom server`` and clients."""
     address: str = "127.0.0.1:50051"
     """host:port the server listens on (port 0: the OS picks a free one)."""
     port_file: str | None = None
@@ -57,6 +58,7 @@ class NetworkConfig(BaseModel):
     keepalive_s: float = Field(20.0, gt=0)
     """HTTP/2 keepalive ping interval, so idle connections are not cut by middleboxes."""
     keepalive_timeout_s: float = Field(10.0, gt=0)
+    """A keepalive ping unanswered this long closes the connection."""
     linger_s: float = Field(3.0, ge=0)
     """After the last round the server answers "done" this long so clients exit cleanly
     ("retry" when it stops early: a signal or an error)."""
@@ -65,6 +67,7 @@ class NetworkConfig(BaseModel):
     tls_cert: str | None = None
     """Server certificate (PEM). With ``tls_key`` set, the server only speaks TLS."""
     tls_key: str | None = None
+    """The server certificate's private key (PEM)."""
     tls_ca: str | None = None
     """CA certificate (PEM): clients verify the server with it; mTLS verifies clients."""
     mutual_tls: bool = False
@@ -72,6 +75,7 @@ class NetworkConfig(BaseModel):
     client_cert: str | None = None
     """Client certificate and key (PEM), presented when the server asks for mutual TLS."""
     client_key: str | None = None
+    """The client certificate's private key (PEM), for mutual TLS."""
     tls_server_name: str | None = None
     """Name to check in the server certificate when it differs from the host dialled."""
     insecure: bool = False

@@ -108,13 +108,16 @@ def deploy_local(
     run_dir, config_file = _prepare(n, path, overrides, tls)
     net_dir = config_file.parent
     tokens = json.loads((net_dir / "tokens.json").read_text())
+    # this machine's own clients run the plugins the operator's config names
+    imports = [arg for p in load_config(config_file).plugins for arg in ("--import", p)]
     server = subprocess.Popen(fedloom_command("server", str(config_file)))
     clients: list[subprocess.Popen[bytes]] = []
     try:
         address = wait_for_file(net_dir / "address", server, timeout_s=120)
         for k in range(n):
             log = open(net_dir / f"client-{k}.log", "wb")  # noqa: SIM115 - the child owns it
-            args = ["client", "--server", address, "--partition", str(k), str(config_file)]
+            args = [*imports, "client", "--server", address, "--partition", str(k)]
+            args.append(str(config_file))
             env = {**os.environ, TOKEN_ENV: tokens[str(k)]}
             clients.append(
                 subprocess.Popen(fedloom_command(*args), stdout=log, stderr=log, env=env)

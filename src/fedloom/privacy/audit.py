@@ -352,6 +352,13 @@ def audit_config(
         )
     if cfg.adaptive_clip:
         raise ConfigError(["fedloom audit: turn privacy.adaptive_clip off to audit"])
+    if cfg.schedule != "constant" or cfg.tiers:
+        raise ConfigError(
+            [
+                "fedloom audit checks one constant multiplier: set privacy.schedule=constant "
+                "and no privacy.tiers to audit the mechanism"
+            ]
+        )
     if canaries < 20:
         raise ConfigError([f"fedloom audit: canaries must be >= 20, got {canaries}"])
     if broken not in BROKEN:

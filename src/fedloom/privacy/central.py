@@ -44,6 +44,8 @@ from fedloom.privacy.grid import (
     to_grid,
 )
 from fedloom.privacy.noise import NoiseSource
+from fedloom.privacy.schedule import NoiseSchedule
+from fedloom.privacy.tiers import TierBook
 from fedloom.server.strategy import Aggregator, Strategy, StrategyWrapper
 
 CLIP_KEY = "dp_clip"
@@ -80,17 +82,39 @@ class CentralMechanism:
     adaptive: AdaptiveClip | None = None
     granularity: float | None = None
     """γ, the grid step (``privacy.granularity``); None: ``grid_step``'s default per round."""
+    schedule: NoiseSchedule | None = None
+    """Each round's z (``privacy.schedule``); None: ``noise_multiplier`` in every round."""
+    tiers: TierBook | None = None
+    """Per-tier rates and accountants (``privacy.tiers``); None: one rate, ``accountant``."""
     update_multiplier: float = field(init=False)
     """z_Δ: the multiplier of the noise on the update sum (z without adaptive clipping)."""
 
     def __post_init__(self) -> None:
-        # a count noise too small for z is a ConfigError here, before any round runs
-        self.update_multiplier = (
-            self.noise_multiplier
-            if self.adaptive is None
-            else update_noise_multiplier(self.noise_multiplier, self.adaptive.count_std)
-        )
+        # a count noise too small for any round's z is a ConfigError here, before round 1
+        for z in self.schedule.multipliers if self.schedule else ():
+            self._update_multiplier(z)
+        self.update_multiplier = self._update_multiplier(self.noise_multiplier)
         self.grid_step(self.clip, 1)  # an explicit granularity too coarse fails here
+
+    def _update_multiplier(self, z: float) -> float:
+        if self.adaptive is None:
+            return z
+        return update_noise_multiplier(z, self.adaptive.count_std)
+
+    def begin_round(self, rnd: int) -> None:
+        """Set round ``rnd``'s multiplier and, with tiers, its expected number of clients."""
+        if self.schedule is not None:
+            self.noise_multiplier = self.schedule.at(rnd)
+            self.update_multiplier = self._update_multiplier(self.noise_multiplier)
+        if self.tiers is not None:
+            self.expected_clients = self.tiers.expected_clients(rnd)
+
+    def account(self, rnd: int) -> None:
+        """Record round ``rnd``'s release."""
+        if self.tiers is not None:
+            self.tiers.record(rnd)
+        else:
+            self.accountant.step(self.noise_multiplier, self.sample_rate)
 
     def grid_step(self, clip: float, dim: int) -> float:
         """γ for this round's clip and the model's ``dim`` coordinates."""
@@ -102,10 +126,15 @@ class CentralMechanism:
 
     def state_dict(self) -> dict[str, Any]:
         clip = self.adaptive.state_dict() if self.adaptive else {}
-        return {"accountant": self.accountant.state_dict(), "adaptive": clip}
+        state = {"accountant": self.accountant.state_dict(), "adaptive": clip}
+        if self.tiers is not None:
+            state["tiers"] = self.tiers.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.accountant.load_state_dict(state["accountant"])
+        if self.tiers is not None:
+            self.tiers.load_state_dict(state["tiers"])
         if self.adaptive is not None:
             self.adaptive.load_state_dict(state["adaptive"])
 
@@ -166,7 +195,7 @@ class DPSumAggregator:
         out = from_grid(noised, self.step, mech.expected_clients, self.dtypes)
         if mech.adaptive is not None:
             mech.adaptive.step(self._noised_count(mech.adaptive.count_std), mech.expected_clients)
-        mech.accountant.step(mech.noise_multiplier, mech.sample_rate)
+        mech.account(self.round)
         return out
 
     def _noised_count(self, count_std: float) -> float:
@@ -203,7 +232,9 @@ class CentralDPStrategy(StrategyWrapper):
         self.template = {n: torch.zeros_like(t) for n, t in {**global_state, **extras}.items()}
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
+        self.mech.begin_round(rnd)
         return {**self.inner.fit_config(rnd), CLIP_KEY: self.mech.current_clip}
 
     def new_aggregator(self, rnd: int) -> Aggregator:
+        self.mech.begin_round(rnd)
         return DPSumAggregator(self.mech, rnd, self.template)

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fedloom.config import load_config
 from fedloom.core.errors import ConfigError, FedloomError
+from fedloom.terminal import console, fail
 
-console = Console(stderr=True)
 VIOLATION_EXIT = 3
 
 
@@ -49,8 +48,7 @@ def audit(
         config = load_config(path, overrides)
         result = audit_config(config, canaries=canaries, confidence=confidence, broken=broken)  # type: ignore[arg-type]
     except FedloomError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2 if isinstance(error, ConfigError) else 1) from None
+        raise fail(error) from None
     table = Table(
         title=f"privacy audit ({result.broken}): per-{result.unit} claim at δ = {result.delta:.3g}"
     )

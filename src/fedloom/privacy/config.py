@@ -8,10 +8,33 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PrivacyMode = Literal["none", "central", "local", "dpsgd"]
 AccountantName = Literal["rdp", "prv"]
+ScheduleName = Literal["constant", "linear", "cosine", "step"]
+
+
+class TierConfig(BaseModel):
+    """One privacy tier: its clients' budget, and which clients belong to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    epsilon: float = Field(gt=0)
+    """The tier's budget: ε after ``rounds`` lands in [0.95, 1] of it (or below, reported,
+    where even sampling at rate 1 cannot spend it)."""
+    fraction: float | None = Field(None, gt=0, le=1)
+    """This fraction of the clients, drawn by a seeded permutation."""
+    clients: tuple[int, ...] | None = None
+    """Or these client indices."""
+
+    @model_validator(mode="after")
+    def _one_membership(self) -> TierConfig:
+        if (self.fraction is None) == (self.clients is None):
+            raise ValueError("a privacy tier needs exactly one of fraction or clients")
+        if self.clients is not None and (not self.clients or min(self.clients) < 0):
+            raise ValueError("a privacy tier's clients must be a non-empty list of indices >= 0")
+        return self
 
 
 class PrivacyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     mode: PrivacyMode = "none"
     """``central``: user-level DP-FedAvg (trusted server clips, sums, noises);
@@ -53,6 +76,20 @@ class PrivacyConfig(BaseModel):
     """Adaptive clipping: std σ_b of the noise on the unclipped count; default
     expected clients per round / 20 (the paper's choice)."""
 
+    schedule: ScheduleName = "constant"
+    """How the noise multiplier moves over rounds (constant within a round): ``linear`` and
+    ``cosine`` go from 1 to ``final_noise_ratio`` times the first round's; ``step`` follows
+    ``schedule_steps``. With ``target_epsilon`` (or tiers) one scale factor calibrates the
+    whole schedule."""
+    final_noise_ratio: float = Field(1.0, gt=0)
+    """``linear``, ``cosine``: the last round's noise multiplier over the first round's."""
+    schedule_steps: tuple[tuple[int, float], ...] = ()
+    """``step``: ``[[round, ratio], ...]``: from that round on, the multiplier is ``ratio``
+    times the first round's (1 before the first entry)."""
+    tiers: tuple[TierConfig, ...] = ()
+    """Individual budgets: ``[{epsilon, fraction}|{epsilon, clients}, ...]``. All tiers share
+    the noise; each tier's sampling rate is calibrated to its budget."""
+
     @property
     def withholds_client_info(self) -> bool:
         """A DP run that must not release client ids or per-client statistics."""
@@ -61,8 +98,18 @@ class PrivacyConfig(BaseModel):
     @model_validator(mode="after")
     def _noise_is_known(self) -> PrivacyConfig:
         if self.mode == "none":
+            if self.schedule != "constant" or self.tiers:
+                raise ValueError("privacy.schedule and privacy.tiers need a privacy.mode")
             return self
-        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+        self._check_schedule()
+        if self.tiers:
+            if self.target_epsilon is not None:
+                raise ValueError(
+                    "privacy.tiers sets each tier's budget: drop privacy.target_epsilon "
+                    "(give privacy.noise_multiplier, or neither to calibrate it to the tiers)"
+                )
+            self._check_tiers()
+        elif (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError(
                 f"privacy.mode={self.mode} needs exactly one of privacy.noise_multiplier "
                 "or privacy.target_epsilon"
@@ -72,3 +119,31 @@ class PrivacyConfig(BaseModel):
         if self.adaptive_clip and self.mode != "central":
             raise ValueError("privacy.adaptive_clip is only available with privacy.mode=central")
         return self
+
+    def _check_schedule(self) -> None:
+        if self.schedule == "step":
+            rounds = [r for r, _ in self.schedule_steps]
+            if not rounds:
+                raise ValueError("privacy.schedule=step needs privacy.schedule_steps")
+            if rounds != sorted(set(rounds)) or rounds[0] < 1:
+                raise ValueError(
+                    "privacy.schedule_steps: rounds must be >= 1 and strictly increasing"
+                )
+            if any(not ratio > 0 for _, ratio in self.schedule_steps):
+                raise ValueError("privacy.schedule_steps: every ratio must be > 0")
+        elif self.schedule_steps:
+            raise ValueError("privacy.schedule_steps is only used by privacy.schedule=step")
+        if self.schedule in ("constant", "step") and self.final_noise_ratio != 1.0:
+            raise ValueError("privacy.final_noise_ratio is only used by schedule=linear or cosine")
+
+    def _check_tiers(self) -> None:
+        by_fraction = [t for t in self.tiers if t.fraction is not None]
+        if by_fraction and len(by_fraction) != len(self.tiers):
+            raise ValueError("privacy.tiers: give every tier a fraction, or every tier clients")
+        if by_fraction and abs(sum(t.fraction or 0.0 for t in self.tiers) - 1.0) > 1e-9:
+            raise ValueError("privacy.tiers: the fractions must sum to 1")
+        listed = [c for t in self.tiers for c in t.clients or ()]
+        if len(listed) != len(set(listed)):
+            raise ValueError("privacy.tiers: a client is listed in two tiers")
+        if self.adaptive_clip:
+            raise ValueError("privacy.tiers cannot be combined with privacy.adaptive_clip")

@@ -30,46 +30,108 @@ from fedloom.privacy.grid import (
     to_grid,
 )
 from fedloom.privacy.noise import NoiseSource, SecureNoise
+from fedloom.privacy.schedule import NoiseSchedule
 
 
 class ParticipationLedger:
-    """How many releases each client has made (checkpointed); ε per client follows."""
+    """Each client's releases, by the multiplier of the round they fell in (checkpointed);
+    ε per client follows. Order does not matter to composition, so a client's history is
+    its releases grouped by multiplier."""
 
-    def __init__(self, noise_multiplier: float, kind: AccountantName) -> None:
-        self.noise_multiplier = noise_multiplier
+    def __init__(self, noise_multiplier: float | NoiseSchedule, kind: AccountantName) -> None:
+        self.schedule = (
+            noise_multiplier
+            if isinstance(noise_multiplier, NoiseSchedule)
+            else NoiseSchedule((float(noise_multiplier),))
+        )
+        self.noise_multiplier = self.schedule.at(1)
+        """The first round's multiplier (every round's without a schedule)."""
         self.kind = kind
-        self.counts: dict[str, int] = {}
+        self.releases: dict[str, dict[float, int]] = {}
 
-    def record(self, client_id: str) -> None:
-        self.counts[client_id] = self.counts.get(client_id, 0) + 1
+    @property
+    def counts(self) -> dict[str, int]:
+        """Releases per client."""
+        return {cid: sum(by_z.values()) for cid, by_z in self.releases.items()}
+
+    def multiplier_at(self, rnd: int) -> float:
+        return self.schedule.at(rnd)
+
+    def record(self, client_id: str, rnd: int = 1) -> None:
+        by_z = self.releases.setdefault(client_id, {})
+        z = self.multiplier_at(rnd)
+        by_z[z] = by_z.get(z, 0) + 1
+
+    def history(self, client_id: str, extra: float | None = None) -> list[tuple[float, float, int]]:
+        """``client_id``'s releases as an accountant history (plus one at ``extra``)."""
+        by_z = dict(self.releases.get(client_id, {}))
+        if extra is not None:
+            by_z[extra] = by_z.get(extra, 0) + 1
+        return [(z, 1.0, n) for z, n in sorted(by_z.items())]
+
+    @staticmethod
+    def _epsilon(
+        kind: AccountantName, history: list[tuple[float, float, int]], delta: float
+    ) -> tuple[float, AccountantName]:
+        if not history:
+            return 0.0, kind
+        acc = Accountant(kind)  # its ε is cached by history, shared by all accountants
+        for z, q, n in history:
+            acc.step(z, q, n)
+        return acc.epsilon_by(kind, delta)
 
     def epsilon_for(self, releases: int, delta: float) -> float:
+        """ε of ``releases`` releases at the first round's multiplier."""
         return self.epsilon_by(self.kind, releases, delta)[0]
 
     def epsilon_by(
         self, kind: AccountantName, releases: int, delta: float
     ) -> tuple[float, AccountantName]:
-        if not releases:
-            return 0.0, kind
-        acc = Accountant(self.kind)  # its ε is cached by history, shared by all accountants
-        acc.step(self.noise_multiplier, 1.0, releases)
-        return acc.epsilon_by(kind, delta)
+        history = [(self.noise_multiplier, 1.0, releases)] if releases else []
+        return self._epsilon(kind, history, delta)
 
-    def max_epsilon(self, delta: float, extra: int = 0) -> float:
-        """The largest per-client ε (``extra`` more releases for the busiest client)."""
-        return self.max_epsilon_by(self.kind, delta, extra)[0]
+    def client_epsilon(self, client_id: str, delta: float, extra: float | None = None) -> float:
+        """``client_id``'s ε (after one more release at multiplier ``extra``)."""
+        return self._epsilon(self.kind, self.history(client_id, extra), delta)[0]
+
+    def max_epsilon(self, delta: float, extra: int = 0, rnd: int = 1) -> float:
+        """The largest per-client ε (``extra`` more releases at round ``rnd``'s multiplier)."""
+        return self.max_epsilon_by(self.kind, delta, extra, rnd)[0]
 
     def max_epsilon_by(
-        self, kind: AccountantName, delta: float, extra: int = 0
+        self, kind: AccountantName, delta: float, extra: int = 0, rnd: int = 1
     ) -> tuple[float, AccountantName]:
-        """The busiest client's ε by ``kind`` (same multiplier for all: most releases)."""
-        return self.epsilon_by(kind, max(self.counts.values(), default=0) + extra, delta)
+        """The largest client ε by ``kind`` over the distinct histories."""
+        z = self.multiplier_at(rnd)
+        histories = {tuple(self.history(cid)) for cid in self.releases} or {()}
+        answers = []
+        for history in histories:
+            by_z = {hz: n for hz, _, n in history}
+            if extra:
+                by_z[z] = by_z.get(z, 0) + extra
+            answers.append(
+                self._epsilon(kind, [(hz, 1.0, n) for hz, n in sorted(by_z.items())], delta)
+            )
+        return max(answers, key=lambda answer: answer[0])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts)}
+        return {
+            "counts": self.counts,
+            "releases": {
+                cid: [[z, n] for z, n in sorted(by_z.items())]
+                for cid, by_z in self.releases.items()
+            },
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.counts = {str(k): int(v) for k, v in state["counts"].items()}
+        if "releases" in state:
+            self.releases = {
+                str(cid): {float(z): int(n) for z, n in runs}
+                for cid, runs in state["releases"].items()
+            }
+        else:  # a checkpoint from before schedules: every release at the one multiplier
+            z = self.noise_multiplier
+            self.releases = {str(k): {z: int(v)} for k, v in state["counts"].items() if int(v)}
 
 
 def local_dp_hook(
@@ -80,7 +142,8 @@ def local_dp_hook(
     granularity: float | None = None,
 ) -> UpdateHook:
     """Clip the whole update to ``clip``, round it onto the grid and add discrete Gaussian
-    noise of std ``z·(2·clip + γ√d)`` (in the update's units) to each coordinate.
+    noise of std ``z·(2·clip + γ√d)`` (in the update's units) to each coordinate; z is the
+    round's multiplier from ``ledger`` (``noise_multiplier`` is its first round's).
 
     ``noise`` None: each client draws from its own secure source (OpenDP's sampler over
     the OS's randomness, on the client), which neither the server nor another run can
@@ -89,13 +152,14 @@ def local_dp_hook(
 
     def hook(update: Tensors, ctx: FitContext) -> Tensors:
         source = noise if noise is not None else own.setdefault(ctx.client_id, SecureNoise())
+        noise_multiplier = ledger.multiplier_at(ctx.round)
         clipped, _ = clip_update(update, clip)
         dim = sum(t.numel() for t in clipped.values())
         step = grid_step(clip, dim, noise_multiplier * 2 * clip, granularity)
         scale = noise_multiplier * (2 * clip + 2 * rounding_slack(step, dim)) / step
         ints = to_grid(clipped, clip, step)
         check_range(magnitude(ints), scale)
-        ledger.record(ctx.client_id)
+        ledger.record(ctx.client_id, ctx.round)
         # the server is not trusted: the local data's size and loss stay on the device
         # (the server then weights every client equally)
         ctx.meta.update(num_examples=1, train_loss=0.0)

@@ -115,6 +115,7 @@ class CanaryDPSGDTrainer(DPSGDTrainer):
             noise,
             inner.ledgers,
             inner.secure_batches,
+            user=inner,
         )
         self.canaries = canaries
 

@@ -12,6 +12,7 @@ import csv
 from pathlib import Path
 from typing import Any, Protocol
 
+from fedloom.core.errors import ConfigError
 from fedloom.report.metrics import read_metrics
 
 
@@ -47,3 +48,31 @@ class CsvLogger:
 
 def _cell(value: Any) -> Any:
     return "" if value is None else value
+
+
+class TensorBoardLogger:
+    """TensorBoard event files in ``<run_dir>/tensorboard``: every numeric metric of a
+    round as a scalar (accuracy, losses, bytes, ε, client counts, round time) and the
+    config as text. Needs the ``tracking`` extra (``pip install 'fedloom[tracking]'``)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                ["loggers: tensorboard needs it installed: pip install 'fedloom[tracking]'"]
+            ) from None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        config = Path(run_dir) / "config.yaml"
+        if config.is_file():
+            self.writer.add_text("config", f"```\n{config.read_text()}\n```", 0)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        step = int(metrics["round"])
+        for key, value in metrics.items():
+            if key != "round" and isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -13,16 +13,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from fedloom.privacy.plots import plot_privacy  # noqa: E402
+
 
 def _series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(m["round"], m[key]) for m in metrics if m.get(key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_metrics(metrics: Sequence[dict[str, Any]], directory: Path) -> list[Path]:
-    """``accuracy.png`` and ``loss.png`` against round."""
-    written = []
-    for name, keys in (("accuracy", ["test_accuracy"]), ("loss", ["test_loss", "train_loss"])):
+def plot_metrics(
+    metrics: Sequence[dict[str, Any]],
+    directory: Path,
+    main: str = "test_accuracy",
+    title: str = "",
+) -> list[Path]:
+    """The task's main metric (``accuracy.png`` for classification, ``mse.png``, ...) and
+    ``loss.png`` against round, the main metric against cumulative bytes on the wire
+    (``bytes.png``), each titled with the run's key config."""
+    written = [_against_bytes(metrics, directory, main, title)]
+    name = main.removeprefix("test_")
+    panels = [(name, [main])] if name != "loss" else []
+    for name, keys in (*panels, ("loss", ["test_loss", "train_loss"])):
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
             ax.plot(*_series(metrics, key), marker=".", label=key)
@@ -31,12 +42,34 @@ def plot_metrics(metrics: Sequence[dict[str, Any]], directory: Path) -> list[Pat
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.set_title(title, fontsize=8)
         fig.tight_layout()
         path = directory / f"{name}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    return written
+    return written + plot_privacy(metrics, directory)
+
+
+def _against_bytes(
+    metrics: Sequence[dict[str, Any]], directory: Path, main: str, title: str
+) -> Path:
+    total, points = 0, []
+    for m in metrics:
+        total += m.get("bytes_up", 0) + m.get("bytes_down", 0)
+        if m.get(main) is not None:
+            points.append((total / 1e6, m[main]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=main)
+    ax.set_xlabel("cumulative bytes on the wire (MB, up + down)")
+    ax.set_ylabel(main.removeprefix("test_"))
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path = directory / "bytes.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def write_partition_table(histogram: np.ndarray, path: Path) -> None:

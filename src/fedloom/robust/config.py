@@ -8,7 +8,7 @@ from fedloom.core.registry import registered
 
 
 class AttackConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     kind: str = "none"
     """What attacking clients do: send ``-u`` (sign_flip), ``scale·u`` (scale, model

@@ -14,7 +14,8 @@ def apply_attacks(parts: Parts) -> None:
     if cfg.attack.kind == "none":
         return
     attackers = choose_attackers(cfg.clients.num, cfg.attack.fraction, cfg.seed)
-    parts.notes["attackers"] = sorted(attackers, key=int)
+    if not cfg.privacy.withholds_client_info:  # who attacks is per-client information
+        parts.notes["attackers"] = sorted(attackers, key=int)
     attack = REGISTRY.component("attack", cfg.attack.kind, "attack.kind")
     if "data" in attack.capabilities:
         honest = parts.client_data or parts.data.client

@@ -11,7 +11,7 @@ from fedloom.core.registry import REGISTRY, checked_params, registered
 
 
 class StrategyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = "fedavg"
     """A registered strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fedloom.core.clientref import client_ref
 from fedloom.core.codec import Codec, downlink_key
-from fedloom.core.errors import UpdateRejected
+from fedloom.core.errors import NON_FINITE, Diverged, UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
 from fedloom.server.sampler import Sampler
@@ -22,8 +25,12 @@ from fedloom.transport.wire import frame_size
 
 log = logging.getLogger(__name__)
 
-Evaluator = Callable[[Tensors], tuple[float, float]]
-"""Global weights -> (test loss, test accuracy)."""
+Instructions = Callable[[int, Sequence[str]], Mapping[str, Mapping[str, Any]]]
+"""(round, sampled client ids) -> {client id: extra fields of its fit message}."""
+ReplyObserver = Callable[[int, str, Mapping[str, Any]], None]
+"""(round, client id, the reply's meta) for every accepted update."""
+Evaluator = Callable[[Tensors], Mapping[str, float]]
+"""The global state's metrics on the test split, e.g. {"test_accuracy": ..., "test_loss": ...}."""
 
 RoundCallback = Callable[["Server", dict[str, Any]], None]
 """Called after each round with the server and that round's metrics line."""
@@ -43,7 +50,24 @@ class RoundTally:
     loss_sum: float = 0.0
     examples: int = 0
     failed: list[str] = field(default_factory=list)
+    failure_reasons: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
+
+
+def _copied(state: tuple[Tensors, dict[str, Any]]) -> tuple[Tensors, dict[str, Any]]:
+    tensors, rest = state
+    return {n: t.clone() for n, t in tensors.items()}, copy.deepcopy(rest)
+
+
+def _check_not_diverged(rnd: int, valid: int, tally: RoundTally) -> None:
+    """Stop when every answer of a round with at least two was non-finite: training has
+    diverged. A single non-finite update stays that client's rejection."""
+    reasons = [*tally.rejected.values(), *tally.failure_reasons]
+    if valid == 0 and len(reasons) >= 2 and all(NON_FINITE in why for why in reasons):
+        raise Diverged(
+            f"updates became non-finite in round {rnd} (all {len(reasons)} had {NON_FINITE}): "
+            "lower train.lr, or bound the updates (privacy.clip, strategy.aggregator=norm_bound)"
+        )
 
 
 class Server:
@@ -62,6 +86,8 @@ class Server:
         max_update_bytes: int = 2**31,
         weighting: Weighting | None = None,
         min_updates: int = 1,
+        eval_keys: Sequence[str] = ("test_accuracy", "test_loss"),
+        stop_on_divergence: bool = True,
     ) -> None:
         self.global_state = global_state
         self.client_ids = list(client_ids)
@@ -70,6 +96,11 @@ class Server:
         self.transport = transport
         self.down, self.up = down, up
         self.evaluate = evaluate
+        self.eval_keys = list(eval_keys)
+        """The metrics ``evaluate`` returns; null in a round that is not evaluated."""
+        self.stop_on_divergence = stop_on_divergence
+        """Stop when every update of a round is non-finite (simulation: the clients are the
+        user's code). Over the network a client may lie, so it is only a rejection there."""
         self.eval_every = eval_every
         expected = {**global_state, **strategy.update_extras(global_state)}
         self.spec = UpdateSpec.of(expected, max_update_bytes)
@@ -79,6 +110,11 @@ class Server:
         self.callbacks: list[RoundCallback] = []
         self.guards: list[RoundGuard] = []
         self.metric_sources: list[MetricSource] = []
+        self.instructions: list[Instructions] = []
+        """Per-client additions to a round's fit message (e.g. "evaluate first")."""
+        self.observers: list[ReplyObserver] = []
+        """See each accepted reply's meta (e.g. a client's evaluation); they must check
+        it: it is the client's word."""
         self.round = 0
         self.stopped: str | None = None
         self.min_updates = min_updates
@@ -106,13 +142,21 @@ class Server:
             {**self.global_state, **self.strategy.downlink_extras()}, downlink_key(rnd)
         )
         config = self.strategy.fit_config(rnd)
-        messages = {cid: Message("fit", rnd, "server", payload, config) for cid in sampled}
+        extra: dict[str, dict[str, Any]] = {}
+        for instruct in self.instructions:
+            for cid, fields in instruct(rnd, sampled).items():
+                extra.setdefault(cid, {}).update(fields)
+        messages = {
+            cid: Message("fit", rnd, "server", payload, {**config, **extra.get(cid, {})})
+            for cid in sampled
+        }
         bytes_down = sum(frame_size(m) for m in messages.values())
         aggregator = self.weighting.wrap(self.strategy.new_aggregator(rnd))
         tally = RoundTally()
         for cid, reply in self.transport.exchange(messages):
             if isinstance(reply, Failure):
                 tally.failed.append(cid)
+                tally.failure_reasons.append(reply.reason)
                 continue
             tally.bytes_up += frame_size(reply)
             try:
@@ -123,12 +167,25 @@ class Server:
                 self._reject(rnd, cid, str(why), tally)
                 continue
             self._last_rejection.pop(cid, None)
+            for observe in self.observers:
+                observe(rnd, cid, reply.meta)
             n = self.weighting.loss_weight(cid, meta.num_examples)
             if meta.train_loss is not None:
                 tally.loss_sum += meta.train_loss * n
                 tally.examples += n
+        if self.stop_on_divergence:
+            _check_not_diverged(rnd, aggregator.count, tally)
         if aggregator.count >= max(1, self.min_updates) or self.strategy.always_apply:
+            previous = self.global_state
+            saved = None if self.stop_on_divergence else _copied(self.strategy.state_dict())
             self.global_state = self.strategy.apply(self.global_state, aggregator.result())
+            if not all(bool(torch.isfinite(t).all()) for t in self.global_state.values()):
+                problem = f"the global model became non-finite in round {rnd}"
+                if saved is None:
+                    raise Diverged(f"{problem}: lower strategy.server_lr or train.lr")
+                log.error("%s; the round is discarded, model and optimizer kept", problem)
+                self.global_state = previous
+                self.strategy.load_state_dict(*saved)
         else:
             log.warning(
                 "round %d: %d valid update(s), %d needed; the global model is unchanged",
@@ -161,16 +218,15 @@ class Server:
     def _metrics(
         self, rnd: int, last: bool, count: int, bytes_down: int, tally: RoundTally, start: float
     ) -> dict[str, Any]:
-        test_loss = test_accuracy = None
+        tested: dict[str, Any] = dict.fromkeys(self.eval_keys)
         if self.evaluate is not None and (last or rnd % self.eval_every == 0):
-            test_loss, test_accuracy = self.evaluate(self.global_state)
+            tested.update(self.evaluate(self.global_state))
         extra: dict[str, Any] = {}
         for source in self.metric_sources:
             extra.update(source(rnd))
         return {
             "round": rnd,
-            "test_accuracy": test_accuracy,
-            "test_loss": test_loss,
+            **tested,
             "train_loss": tally.loss_sum / tally.examples if tally.examples else None,
             "num_clients": count,
             "num_failed": len(tally.failed),

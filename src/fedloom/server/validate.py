@@ -16,14 +16,13 @@ import torch
 from torch import Tensor
 
 from fedloom.core.codec import Codec
-from fedloom.core.errors import UpdateRejected
-from fedloom.core.message import Message
+from fedloom.core.errors import NON_FINITE, UpdateRejected
+from fedloom.core.message import MAX_ABS_LOSS, Message
 from fedloom.core.tensors import Tensors
 from fedloom.transport.wire import frame_size
 
 MAX_EXAMPLES = 10**9
 """Largest ``num_examples`` a reply may claim (a billion examples on one client)."""
-MAX_ABS_LOSS = 1e30
 """Largest ``|train_loss|`` accepted: the round's loss sum (loss x examples, over every
 client) then stays finite, so metrics.jsonl never holds ``Infinity``."""
 
@@ -42,6 +41,11 @@ def check_int(meta: Mapping[str, Any], key: str, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise UpdateRejected(f"{key} must be an integer in [{low}, {high}], got {shorten(value)}")
     return value
+
+
+MAX_ABS_VALUE = 1e30
+"""Largest |value| an update may hold: far beyond any trained model, far below where
+a sum or an optimizer's second moment overflows float32."""
 
 
 def check_real(
@@ -126,6 +130,10 @@ def check_reply(
         if t.dtype != spec.dtypes[name]:
             raise UpdateRejected(f"{name}: dtype {t.dtype} != {spec.dtypes[name]}")
         # min and max propagate NaN and expose ±inf: two reductions, no temporary mask
-        if t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
-            raise UpdateRejected(f"{name}: contains NaN or infinite values")
+        if t.numel():
+            low, high = (float(v) for v in torch.aminmax(t))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise UpdateRejected(f"{name}: contains {NON_FINITE}")
+            if max(-low, high) > MAX_ABS_VALUE:
+                raise UpdateRejected(f"{name}: values beyond ±{MAX_ABS_VALUE:g}")
     return update, meta

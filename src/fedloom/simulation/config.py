@@ -10,7 +10,7 @@ DeadlinePolicy = Literal["drop", "partial"]
 
 
 class DevicesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     enabled: bool = False
     """Simulate per-client devices on a simulated clock (in-process simulation only)."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from fedloom.core.clientref import client_ref, error_text
+from fedloom.core.clientref import client_ref, error_text, naming
 from fedloom.core.message import Message
 from fedloom.transport.base import Failure, Reply
 
 log = logging.getLogger(__name__)
+traces = logging.getLogger("fedloom.clients")
+"""Client failures with their tracebacks: ``clients.log`` in the run directory."""
 
 Handler = Callable[[Message], Message]
 
@@ -26,4 +28,6 @@ class InProcessTransport:
                 log.warning(
                     "%s failed in round %d: %s", client_ref(cid), message.round, error_text(error)
                 )
+                if naming():  # the traceback may hold the client's own data and id
+                    traces.error("client %s, round %d", cid, message.round, exc_info=error)
                 yield cid, Failure(cid, f"{type(error).__name__}: {error}")

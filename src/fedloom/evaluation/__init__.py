@@ -1,0 +1,1 @@
+"""Federated evaluation: the clients evaluate the global model on their own data."""

@@ -1,0 +1,1 @@
+"""Secure aggregation: SecAgg+ masking, key agreement, secret sharing, integer encoding."""
