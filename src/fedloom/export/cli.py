@@ -19,8 +19,8 @@ from fedloom.terminal import console, fail
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     format: Annotated[
-        Literal["onnx", "executorch"],
-        typer.Option("--format", help="onnx, or executorch (needs the edge extra)."),
+        Literal["onnx", "executorch", "torchscript"],
+        typer.Option("--format", help="onnx, torchscript, or executorch (needs the edge extra)."),
     ] = "onnx",
     quantize: Annotated[
         Literal["int8"] | None,

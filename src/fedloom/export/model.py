@@ -23,6 +23,7 @@ from fedloom.export.metadata import Preprocessing, to_props
 from fedloom.export.onnx_file import set_metadata, weight_figures, write_onnx
 from fedloom.export.pte import pte_runner, require_executorch, sidecar, write_pte
 from fedloom.export.quantize import quantize_int8
+from fedloom.export.torchscript import torchscript_runner, write_torchscript
 from fedloom.export.verify import (
     Runner,
     Verification,
@@ -32,8 +33,8 @@ from fedloom.export.verify import (
     torch_logits,
 )
 
-Format = Literal["onnx", "executorch"]
-SUFFIX: dict[str, str] = {"onnx": ".onnx", "executorch": ".pte"}
+Format = Literal["onnx", "executorch", "torchscript"]
+SUFFIX: dict[str, str] = {"onnx": ".onnx", "executorch": ".pte", "torchscript": ".pt"}
 Quantize = Literal["int8"]
 REPORT_FILE = "export.json"
 FLOAT_TOLERANCE = 1e-4
@@ -90,8 +91,11 @@ def _default_preprocessing(model: nn.Module, example: torch.Tensor) -> Preproces
 
 
 def runner_for(path: Path) -> Runner:
-    """Runs ``path`` in its own runtime: ExecuTorch for ``.pte``, onnxruntime otherwise."""
-    return pte_runner(path) if path.suffix == ".pte" else onnx_runner(path)
+    """Runs ``path`` in its own runtime: ExecuTorch for ``.pte``, TorchScript's
+    interpreter for ``.pt``, onnxruntime otherwise."""
+    if path.suffix == ".pte":
+        return pte_runner(path)
+    return torchscript_runner(path) if path.suffix == ".pt" else onnx_runner(path)
 
 
 def verify_file(
@@ -130,6 +134,8 @@ def _write(
     """Write the exported file to ``target``; ``(exporter, size of the float file)``."""
     with tempfile.TemporaryDirectory(prefix="fedloom-export-") as work:
         plain = Path(work) / f"float{SUFFIX[format]}"
+        if format == "torchscript":
+            return write_torchscript(model, example[:1], target, props), 0
         if format == "executorch":
             write_pte(model, example, plain, None)
             if calibration is not None:
@@ -149,7 +155,7 @@ def _write(
 
 
 def _weights(path: Path, model: nn.Module) -> dict[str, float | int]:
-    if path.suffix != ".pte":
+    if path.suffix == ".onnx":
         return weight_figures(path)
     import gzip
 
@@ -200,7 +206,11 @@ def export_model(
     ``export.json`` beside ``out``.
     """
     if format not in SUFFIX:
-        raise FedloomError(f"export format {format!r} is not supported; use onnx or executorch")
+        raise FedloomError(
+            f"export format {format!r} is not supported; use onnx, executorch or torchscript"
+        )
+    if format == "torchscript" and quantize is not None:
+        raise FedloomError("--quantize int8 is for onnx and executorch, not torchscript")
     if format == "executorch":
         require_executorch()  # before any work
     out = Path(out)
@@ -231,7 +241,7 @@ def export_model(
             quantize=quantize,
             exporter=exporter,
             size_bytes=pending.stat().st_size,
-            float_size_bytes=float_size,
+            float_size_bytes=float_size or pending.stat().st_size,
             verification=checked,
             latency_ms_batch1=latency,
             latency_runs=latency_runs,

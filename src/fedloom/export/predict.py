@@ -16,6 +16,7 @@ from fedloom.data.idx import read_idx
 from fedloom.export.metadata import Preprocessing, from_props
 from fedloom.export.model import runner_for
 from fedloom.export.pte import sidecar
+from fedloom.export.torchscript import read_props
 from fedloom.export.verify import open_session
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -90,7 +91,9 @@ def read_inputs(path: Path, pre: Preprocessing, scale: float | None = None) -> n
 
 
 def _stored(model_file: Path) -> Preprocessing:
-    if model_file.suffix == ".pte":
+    if model_file.suffix == ".pt":
+        props = read_props(model_file)
+    elif model_file.suffix == ".pte":
         meta = sidecar(model_file)
         if not meta.is_file():
             raise DataError(f"{model_file}: its preprocessing file {meta.name} is missing")
