@@ -151,7 +151,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _yaml(text: str, source: str, *, lines: bool = True) -> Any:
+def parse_yaml(text: str, source: str, *, lines: bool = True) -> Any:
     """YAML as Python values; a syntax error is one line naming ``source`` (and the line)."""
     try:
         return yaml.safe_load(text)
@@ -174,7 +174,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         _set_dotted(
             tree,
             key.strip(),
-            _yaml(raw, f"override {item!r}", lines=False) if raw.strip() else None,
+            parse_yaml(raw, f"override {item!r}", lines=False) if raw.strip() else None,
         )
     if problems:
         raise ConfigError(problems)
@@ -272,7 +272,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError([f"config file {path} does not exist"])
-        loaded = _yaml(path.read_text(), str(path)) or {}
+        loaded = parse_yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError([f"config file {path} must hold a mapping of keys to values"])
         tree = _plugins_beside(loaded, path.parent)

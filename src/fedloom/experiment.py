@@ -46,6 +46,7 @@ from fedloom.models.fit import check_model_fits
 from fedloom.models.pretrained import load_pretrained
 from fedloom.models.registry import build_model
 from fedloom.parts import NO_CODE, Parts, UserCode, default_parts
+from fedloom.privacy.plots import plot_privacy
 from fedloom.report.metrics import MetricsLog, read_metrics
 from fedloom.report.plots import plot_metrics, plot_partition, write_partition_table
 from fedloom.robust.weighting import run_weighting
@@ -374,6 +375,7 @@ class Experiment:
         plot_metrics(
             metrics, self.run_dir, main=f"test_{self.parts.task.main}", title=_title(self.config)
         )
+        plot_privacy(metrics, self.run_dir)  # nothing unless the run reported epsilon
         return RunResult(self.run_dir, returned, metrics, summary)
 
     def _summary(self, metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from fedloom.client.context import FitContext, UpdateHook, split_aux
 from fedloom.client.federated_eval import ClientEvaluator
 from fedloom.client.trainer import LocalTrainer
 from fedloom.core.codec import Codec, encode_update, uplink_key
-from fedloom.core.errors import NON_FINITE, UpdateRejected
+from fedloom.core.errors import NON_FINITE, NonFinite, UpdateRejected
 from fedloom.core.message import EVAL_META, EVALUATE_KEY, MAX_ABS_LOSS, Message
 from fedloom.core.seeding import derive_seed, generator
 from fedloom.core.tensors import Tensors, state_of, subtract
@@ -82,7 +82,7 @@ class Client:
             loss = ctx.result.loss
             finite = all(bool(torch.isfinite(t).all()) for t in update.values())
             if not finite or not (math.isfinite(loss) and abs(loss) <= MAX_ABS_LOSS):
-                raise UpdateRejected(
+                raise NonFinite(
                     f"local training diverged (loss {loss:g}; the update or the loss has "
                     f"{NON_FINITE} or overflows): lower train.lr"
                 )

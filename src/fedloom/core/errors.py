@@ -28,3 +28,7 @@ class Diverged(FedloomError):
 
 NON_FINITE = "NaN or infinite values"
 """The words every non-finite update's rejection or failure carries."""
+
+
+class NonFinite(UpdateRejected):
+    """An update (or its training loss) holding NaN or infinite values: training diverged."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fedloom.config import _yaml
+from fedloom.config import parse_yaml
 from fedloom.core.errors import ConfigError, DataError
 from fedloom.core.registry import REGISTRY
 from fedloom.data.base import TensorData
@@ -63,7 +63,7 @@ def load_site(path: str | Path) -> tuple[TensorData, int]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"--data: {path} does not exist"])
-    raw = _yaml(path.read_text(), str(path)) or {}
+    raw = parse_yaml(path.read_text(), str(path)) or {}
     try:
         site = SiteConfig.model_validate(raw)
     except ValidationError as error:

@@ -4,6 +4,7 @@ round's clients evaluates the global model on it before training."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fedloom.client.federated_eval import ClientEvaluator, holdout_split
@@ -20,11 +21,15 @@ def client_evaluation(parts: Parts) -> None:
         return
     own = parts.client_data or parts.data.client
 
+    @functools.cache
+    def split(k: int) -> tuple[TensorData, TensorData]:  # one draw per client
+        return holdout_split(own(k), cfg.client_holdout, fed.seed, k)
+
     def train_part(k: int) -> TensorData:
-        return holdout_split(own(k), cfg.client_holdout, fed.seed, k)[0]
+        return split(k)[0]
 
     def held_out(k: int) -> TensorData:
-        return holdout_split(own(k), cfg.client_holdout, fed.seed, k)[1]
+        return split(k)[1]
 
     parts.client_data, parts.client_holdout = train_part, held_out
     parts.client_evaluator = ClientEvaluator(

@@ -13,8 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from fedloom.privacy.plots import plot_privacy  # noqa: E402
-
 
 def _series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(m["round"], m[key]) for m in metrics if m.get(key) is not None]
@@ -48,7 +46,7 @@ def plot_metrics(
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    return written + plot_privacy(metrics, directory)
+    return written
 
 
 def _against_bytes(

@@ -26,11 +26,9 @@ import torch
 from fedloom.core.clientref import client_ref
 from fedloom.core.message import EVAL_META, EVALUATE_KEY
 from fedloom.core.seeding import generator
+from fedloom.server.validate import MAX_ABS_VALUE, MAX_EXAMPLES
 
 log = logging.getLogger(__name__)
-
-MAX_EXAMPLES = 10**9
-MAX_VALUE = 1e30
 
 
 class ClientEvaluation:
@@ -82,7 +80,7 @@ class ClientEvaluation:
             v = report[name]
             if isinstance(v, bool) or not isinstance(v, int | float):
                 return None
-            if abs(v) > MAX_VALUE or not math.isfinite(v):  # a huge int: no float overflow
+            if abs(v) > MAX_ABS_VALUE or not math.isfinite(v):  # a huge int: no float overflow
                 return None
             values[name] = float(v)
         return values

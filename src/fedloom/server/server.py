@@ -13,7 +13,7 @@ import torch
 
 from fedloom.core.clientref import client_ref
 from fedloom.core.codec import Codec, downlink_key
-from fedloom.core.errors import NON_FINITE, Diverged, UpdateRejected
+from fedloom.core.errors import NON_FINITE, Diverged, NonFinite, UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
 from fedloom.server.sampler import Sampler
@@ -50,7 +50,8 @@ class RoundTally:
     loss_sum: float = 0.0
     examples: int = 0
     failed: list[str] = field(default_factory=list)
-    failure_reasons: list[str] = field(default_factory=list)
+    non_finite: int = 0
+    """Answers rejected or failed because they were non-finite (``NonFinite``)."""
     rejected: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,10 +63,10 @@ def _copied(state: tuple[Tensors, dict[str, Any]]) -> tuple[Tensors, dict[str, A
 def _check_not_diverged(rnd: int, valid: int, tally: RoundTally) -> None:
     """Stop when every answer of a round with at least two was non-finite: training has
     diverged. A single non-finite update stays that client's rejection."""
-    reasons = [*tally.rejected.values(), *tally.failure_reasons]
-    if valid == 0 and len(reasons) >= 2 and all(NON_FINITE in why for why in reasons):
+    answers = len(tally.rejected) + len(tally.failed)
+    if valid == 0 and answers >= 2 and tally.non_finite == answers:
         raise Diverged(
-            f"updates became non-finite in round {rnd} (all {len(reasons)} had {NON_FINITE}): "
+            f"updates became non-finite in round {rnd} (all {answers} had {NON_FINITE}): "
             "lower train.lr, or bound the updates (privacy.clip, strategy.aggregator=norm_bound)"
         )
 
@@ -156,7 +157,7 @@ class Server:
         for cid, reply in self.transport.exchange(messages):
             if isinstance(reply, Failure):
                 tally.failed.append(cid)
-                tally.failure_reasons.append(reply.reason)
+                tally.non_finite += reply.diverged
                 continue
             tally.bytes_up += frame_size(reply)
             try:
@@ -164,6 +165,7 @@ class Server:
                 self.strategy.check_meta(cid, reply.meta)
                 aggregator.add(cid, update, reply.meta)
             except UpdateRejected as why:
+                tally.non_finite += isinstance(why, NonFinite)
                 self._reject(rnd, cid, str(why), tally)
                 continue
             self._last_rejection.pop(cid, None)

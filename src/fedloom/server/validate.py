@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from fedloom.core.codec import Codec
-from fedloom.core.errors import NON_FINITE, UpdateRejected
+from fedloom.core.errors import NON_FINITE, NonFinite, UpdateRejected
 from fedloom.core.message import MAX_ABS_LOSS, Message
 from fedloom.core.tensors import Tensors
 from fedloom.transport.wire import frame_size
@@ -133,7 +133,7 @@ def check_reply(
         if t.numel():
             low, high = (float(v) for v in torch.aminmax(t))
             if not (math.isfinite(low) and math.isfinite(high)):
-                raise UpdateRejected(f"{name}: contains {NON_FINITE}")
+                raise NonFinite(f"{name}: contains {NON_FINITE}")
             if max(-low, high) > MAX_ABS_VALUE:
                 raise UpdateRejected(f"{name}: values beyond ±{MAX_ABS_VALUE:g}")
     return update, meta

@@ -15,6 +15,8 @@ class Failure:
 
     client_id: str
     reason: str
+    diverged: bool = False
+    """It raised because its own training became non-finite (``NonFinite``)."""
 
 
 Reply = tuple[str, "Message | Failure"]

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 
 from fedloom.core.clientref import client_ref, error_text, naming
+from fedloom.core.errors import NonFinite
 from fedloom.core.message import Message
 from fedloom.transport.base import Failure, Reply
 
@@ -30,4 +31,5 @@ class InProcessTransport:
                 )
                 if naming():  # the traceback may hold the client's own data and id
                     traces.error("client %s, round %d", cid, message.round, exc_info=error)
-                yield cid, Failure(cid, f"{type(error).__name__}: {error}")
+                diverged = isinstance(error, NonFinite)
+                yield cid, Failure(cid, f"{type(error).__name__}: {error}", diverged)
