@@ -3,7 +3,7 @@
 The features come from the registries and the config's own choices, so a new strategy,
 aggregator, codec or attack (built in or from a plugin) is covered without editing this
 file: privacy modes, uplink codecs and pruning, fine-tune modes, strategies, aggregators,
-attacks, client weighting and simulated devices.
+attacks, client weighting, simulated devices, federated evaluation and metrics loggers.
 
 1. Every pair of values of two different dimensions is validated at config time: it is
    accepted, or refused with a ``ConfigError`` that names both (a key or its value).
@@ -108,6 +108,12 @@ def dimensions() -> dict[str, list[Value]]:
             if w != "server"
         ],
         "devices": [Value("devices", "devices", ("devices.enabled=true", "devices.dropout=0.2"))],
+        "client_eval": [Value("client_eval", "client_eval", ("eval.client_fraction=0.5",))],
+        "loggers": [
+            Value("loggers", name, (f"loggers=[{name}]",))
+            for name in REGISTRY.names("logger")
+            if not REGISTRY.component("logger", name).meta.get("requires")
+        ],
     }
     return dims
 
