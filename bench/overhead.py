@@ -17,6 +17,7 @@ import functools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,10 +45,17 @@ OVERRIDES = [
 ]
 
 
-def bare_loop(x: torch.Tensor, y: torch.Tensor, seed: int) -> float:
-    """The FedAvg loop as commonly hand-written: Subset + DataLoader, a model copy per client."""
+def bare_loop(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seed: int,
+    model: Callable[[tuple[int, ...], int], nn.Module] | None = None,
+) -> float:
+    """The FedAvg loop as commonly hand-written: Subset + DataLoader, a model copy per client.
+    ``model(input_shape, classes)`` builds the network (default: the built-in ``cnn``)."""
     torch.manual_seed(seed)
-    global_model = build_model("cnn", tuple(x.shape[1:]), 10)
+    build = model or functools.partial(build_model, "cnn")
+    global_model = build(tuple(x.shape[1:]), 10)
     dataset = TensorDataset(x, y)
     shards = torch.randperm(len(x)).chunk(CLIENTS)
     for _ in range(ROUNDS):

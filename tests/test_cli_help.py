@@ -36,7 +36,7 @@ def test_every_key_is_listed_with_a_doc() -> None:
     listed = {k.name: k for k in keys()}
     assert len(listed) > 100
     assert listed["rounds"].default == "20" and listed["rounds"].type == "int"
-    assert listed["privacy.mode"].type == "none|central|local|dpsgd"
+    assert listed["privacy.mode"].type == "none|central|local|dpsgd|distributed"
     undocumented = [k.name for k in listed.values() if not k.doc]
     assert undocumented == []
     assert {k.name.split(".")[0] for k in section_keys("network")} == {"network"}

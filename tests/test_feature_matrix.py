@@ -3,7 +3,8 @@
 The features come from the registries and the config's own choices, so a new strategy,
 aggregator, codec or attack (built in or from a plugin) is covered without editing this
 file: privacy modes, uplink codecs and pruning, fine-tune modes, strategies, aggregators,
-attacks, client weighting, simulated devices, federated evaluation and metrics loggers.
+attacks, client weighting, simulated devices, federated evaluation, metrics loggers and
+vectorized clients.
 
 1. Every pair of values of two different dimensions is validated at config time: it is
    accepted, or refused with a ``ConfigError`` that names both (a key or its value).
@@ -67,13 +68,14 @@ def _codec(name: str) -> str:
 
 FINETUNE_EXTRA = {"names": ("finetune.names=['1.*']",), "importance": ("finetune.fraction=0.5",)}
 PRIVACY_EXTRA = ("privacy.noise_multiplier=1.0",)
+MODE_EXTRA = {"distributed": ("secure.mode=secagg",)}  # its noise needs the secure sum
 
 
 def dimensions() -> dict[str, list[Value]]:
     """Each dimension's non-default values (the default is what a run leaves unset)."""
     dims: dict[str, list[Value]] = {
         "privacy": [
-            Value("privacy", m, (f"privacy.mode={m}", *PRIVACY_EXTRA))
+            Value("privacy", m, (f"privacy.mode={m}", *PRIVACY_EXTRA, *MODE_EXTRA.get(m, ())))
             for m in _choices(PrivacyConfig, "mode")
             if m != "none"
         ],
@@ -109,11 +111,16 @@ def dimensions() -> dict[str, list[Value]]:
         ],
         "devices": [Value("devices", "devices", ("devices.enabled=true", "devices.dropout=0.2"))],
         "client_eval": [Value("client_eval", "client_eval", ("eval.client_fraction=0.5",))],
+        "pool": [Value("pool", "pool", ("clients.lazy=on",))],
+        "secure": [Value("secure", "secagg", ("secure.mode=secagg",))],
+        "vectorize": [Value("vectorize", "vectorized", ("simulation.vectorize=on",))],
         "loggers": [
             Value("loggers", name, (f"loggers=[{name}]",))
             for name in REGISTRY.names("logger")
             if not REGISTRY.component("logger", name).meta.get("requires")
-        ],
+        ]
+        # the dev install has TensorBoard: its histograms meet DP, vectorizing, pools ...
+        + [Value("loggers", "tensorboard", ("logging.tensorboard=true",))],
     }
     return dims
 
@@ -184,6 +191,9 @@ EXPLAINED = {
     r"weight.*uniform|uniformly": "DP ignores claimed weights",
     # a robust rule with few updates in a round narrows its tolerance
     r"Krum: only \d+ updates arrived": "devices dropped clients",
+    # secure aggregation: devices dropped more clients than its threshold tolerates
+    r"secure aggregation round \d+ aborted": "devices dropped clients (secagg)",
+    r"round \d+: 0 valid update\(s\), 1 needed": "that aborted secure round",
     # Opacus: secure mode off and similar notices under DP-SGD
     r"[Ss]ecure RNG|secure_mode": "Opacus' seeded-mode notice",
 }
@@ -223,7 +233,8 @@ def test_covering_runs_train_with_the_right_fields(
             if labels.get("codec") in ("int8", "int4", "topk", "randk") and raw >= 2000:
                 assert per_client < 0.6 * raw, (per_client, raw)
         if "privacy" in labels:
-            assert m["epsilon"] > 0 and m["delta"] > 0 and m["accountant"] in ("prv", "rdp")
+            released = m["epsilon"] > 0 or m.get("secure_aborted")  # aborted: nothing out
+            assert released and m["delta"] > 0 and m["accountant"] in ("prv", "rdp", "ddg-kls21")
         else:
             assert m.get("epsilon") is None
     assert _unexplained(caplog.records) == []

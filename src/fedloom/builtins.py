@@ -9,7 +9,9 @@ what compatibility checks read:
   rule), ``client_state`` (clients keep state between rounds), ``counts_steps`` (its
   correction assumes plain SGD steps: no weight decay), ``bounds_step_claims`` (bounds a
   client's claimed step count by the server's own data sizes), ``any_device`` (its
-  client side works with ``compute.device`` other than cpu);
+  client side works with ``compute.device`` other than cpu), ``ranks`` (its aggregate is
+  a sum that ``simulation.workers`` ranks can all-reduce), ``heterogeneous`` (keeps one
+  model per architecture, so ``clients.models`` may differ);
 - aggregator: ``buffers`` (holds every update of the round until it closes);
 - codec: ``lossy`` (error feedback applies), ``spec`` (part of the ``sparsifier+quantizer``
   grammar of ``fedloom.compression.spec``).
@@ -21,7 +23,7 @@ from typing import Any
 
 from fedloom.core.registry import REGISTRY, Component
 
-_FEDAVG_FAMILY = frozenset({"central_dp", "dpsgd", "robust_aggregator", "any_device"})
+_FEDAVG_FAMILY = frozenset({"central_dp", "dpsgd", "robust_aggregator", "any_device", "ranks"})
 _S = "fedloom.algorithms.strategies"
 _ROBUST = "fedloom.robust.registry"
 
@@ -31,7 +33,13 @@ _ROWS: list[tuple[str, str, str, frozenset[str], dict[str, Any]]] = [
     ("strategy", "fedadam", f"{_S}:FedAdam", _FEDAVG_FAMILY, {}),
     ("strategy", "fedyogi", f"{_S}:FedYogi", _FEDAVG_FAMILY, {}),
     ("strategy", "fedadagrad", f"{_S}:FedAdagrad", _FEDAVG_FAMILY, {}),
-    ("strategy", "fedprox", f"{_S}:FedProx", frozenset({"central_dp", "robust_aggregator"}), {}),
+    (
+        "strategy",
+        "fedprox",
+        f"{_S}:FedProx",
+        frozenset({"central_dp", "robust_aggregator", "ranks"}),
+        {},
+    ),
     (
         "strategy",
         "scaffold",
@@ -43,9 +51,11 @@ _ROWS: list[tuple[str, str, str, frozenset[str], dict[str, Any]]] = [
         "strategy",
         "fednova",
         f"{_S}:FedNova",
-        frozenset({"counts_steps", "bounds_step_claims", "any_device"}),
+        frozenset({"counts_steps", "bounds_step_claims", "any_device", "ranks"}),
         {},
     ),
+    ("strategy", "feddf", "fedloom.distill.feddf:FedDF", frozenset({"heterogeneous"}), {}),
+    ("strategy", "fedmd", "fedloom.distill.fedmd:FedMD", frozenset({"heterogeneous"}), {}),
     ("aggregator", "mean", "fedloom.server.strategy:mean_aggregator", frozenset(), {}),
     *(
         ("aggregator", rule, f"{_ROBUST}:{attr}", frozenset({"buffers"}), {})
@@ -73,6 +83,13 @@ _ROWS: list[tuple[str, str, str, frozenset[str], dict[str, Any]]] = [
         for name in ("mnist", "fashion_mnist", "kmnist")
     ),
     ("dataset", "synthetic", "fedloom.data.synthetic:load_synthetic", frozenset({"natural"}), {}),
+    (
+        "dataset",
+        "synthetic_lazy",
+        "fedloom.data.synthetic:load_synthetic_lazy",
+        frozenset({"natural", "on_demand"}),
+        {},
+    ),
     ("dataset", "cifar10", "fedloom.data.cifar:load_cifar10", frozenset(), {}),
     ("partitioner", "iid", "fedloom.data.partition:iid_partition", frozenset(), {}),
     ("partitioner", "dirichlet", "fedloom.data.partition:dirichlet_partition", frozenset(), {}),
@@ -93,6 +110,20 @@ _ROWS: list[tuple[str, str, str, frozenset[str], dict[str, Any]]] = [
         "fedloom.report.loggers:TensorBoardLogger",
         frozenset(),
         {"requires": "tensorboard", "extra": "tracking"},
+    ),
+    (
+        "logger",
+        "mlflow",
+        "fedloom.report.mlflow_logger:MlflowLogger",
+        frozenset(),
+        {"requires": "mlflow", "extra": "mlflow"},
+    ),
+    (
+        "logger",
+        "wandb",
+        "fedloom.report.wandb_logger:WandbLogger",
+        frozenset(),
+        {"requires": "wandb", "extra": "wandb"},
     ),
 ]
 

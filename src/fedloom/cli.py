@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedloom.config import FedConfig, load_config
 from fedloom.core.errors import FedloomError
@@ -18,7 +17,7 @@ from fedloom.core.registry import import_plugins, plugin_key
 from fedloom.export.cli import register as register_export
 from fedloom.network.cli import register as register_network
 from fedloom.privacy.cli import register as register_privacy
-from fedloom.report.progress import round_lines, status
+from fedloom.report.progress import round_progress
 from fedloom.terminal import console, fail
 
 if TYPE_CHECKING:  # torch-heavy: imported by the commands that run something
@@ -46,26 +45,9 @@ def _execute(experiment: Experiment, *, overwrite: bool = False) -> RunResult:
     rounds = experiment.config.rounds
     started = time.perf_counter()
     main = experiment.parts.task.main
-    if not console.is_terminal:  # CI, nohup, a pipe: a plain line per round
-        every = experiment.config.progress.every_s
-        result = experiment.run(on_round=round_lines(rounds, main, every), overwrite=overwrite)
-        return _finish(result, main, started)
-    progress = Progress(
-        TextColumn("[bold]round"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    with progress:
-        task = progress.add_task(
-            "run", total=rounds, completed=experiment.server.round, status="starting"
-        )
-
-        def show(m: dict[str, Any]) -> None:
-            progress.update(task, completed=m["round"], status=status(m, main))
-
+    every = experiment.config.progress.every_s
+    # a live bar on a terminal; in CI, nohup, a pipe: a plain line per round
+    with round_progress(rounds, experiment.server.round, main, every, console) as show:
         result = experiment.run(on_round=show, overwrite=overwrite)
     return _finish(result, main, started)
 
@@ -107,13 +89,18 @@ def run(
     """Run a federation (with no arguments: digits over 10 clients, cnn, FedAvg)."""
     from fedloom.experiment import Experiment
     from fedloom.rundir import claim_run_dir, config_inputs
+    from fedloom.simulation import distributed
 
     try:
         path, overrides = _split(args or [])
         config = recording_plugins(load_config(path, overrides), imported)
+        ended = distributed.run_command(config, sys.argv[1:])  # launched K ranks, or a rank > 0
+        if ended is not None:
+            raise typer.Exit(ended)
         if config.output_dir and not overwrite:  # fail before loading any data
             claim_run_dir(Path(config.output_dir), config_inputs(config, path))
         experiment = Experiment(config)
+        distributed.lead(experiment)  # rank 0 of several: start the others
         if path is not None:
             experiment.inputs.append(Path(path).absolute())
         _execute(experiment, overwrite=overwrite)
@@ -130,9 +117,14 @@ def resume_cmd(
 ) -> None:
     """Continue a run from its last checkpoint."""
     from fedloom.experiment import resume
+    from fedloom.simulation import distributed
 
     try:
+        ended = distributed.resume_command(run_dir, overrides or [], sys.argv[1:])
+        if ended is not None:
+            raise typer.Exit(ended)
         experiment = resume(run_dir, overrides or [])
+        distributed.lead(experiment)
         console.print(f"resuming {run_dir} after round {experiment.server.round}")
         _execute(experiment)
     except FedloomError as error:
@@ -173,6 +165,7 @@ def config_cmd(
 ) -> None:
     """Every config key with its type, default and meaning."""
     from rich.table import Table
+    from rich.text import Text
 
     from fedloom.confighelp import section_keys
 
@@ -181,8 +174,8 @@ def config_cmd(
     except FedloomError as error:
         raise fail(error) from None
     table = Table("key", "type", "default", "meaning", box=None, pad_edge=False)
-    for key in found:
-        table.add_row(key.name, key.type, key.default, key.doc)
+    for key in found:  # plain text: a doc's ``loggers=[csv]`` is not rich markup
+        table.add_row(*(Text(v) for v in (key.name, key.type, key.default, key.doc)))
     Console().print(table)
 
 

@@ -9,10 +9,14 @@ it supports them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fedloom.core.registry import REGISTRY
+from fedloom.secure.checks import distributed_dp_needs_secagg, secure_aggregation
+from fedloom.simulation.checks import vectorized_clients
+from fedloom.simulation.pool_checks import pooled_clients
 
 if TYPE_CHECKING:
     from fedloom.config import FedConfig
@@ -184,6 +188,156 @@ def devices(cfg: FedConfig) -> list[str]:
     ]
 
 
+def tracking_installed(cfg: FedConfig) -> list[str]:
+    from fedloom.report.config import missing_backends
+
+    return missing_backends(cfg.logging)
+
+
+def _ranks(cfg: FedConfig) -> int:
+    """Ranks sharing the rounds: torchrun's WORLD_SIZE, else ``simulation.workers``."""
+    world = os.environ.get("WORLD_SIZE")
+    return int(world) if world and world.isdigit() else cfg.simulation.workers
+
+
+def _buffers(cfg: FedConfig) -> bool:
+    name = cfg.strategy.aggregator
+    return any(
+        c.name == name and "buffers" in c.capabilities for c in REGISTRY.components("aggregator")
+    )
+
+
+def distributed_ranks(cfg: FedConfig) -> list[str]:
+    """What the torch.distributed engine cannot share: each rank sums only its own clients."""
+    ranks = _ranks(cfg)
+    if ranks <= 1:
+        return []
+    torchrun = "WORLD_SIZE" in os.environ
+    key = f"torchrun's {ranks} ranks (WORLD_SIZE)" if torchrun else f"simulation.workers={ranks}"
+    s = cfg.strategy
+    refusals = [
+        (
+            "ranks" not in _caps(cfg),
+            f"strategy.name={s.name} does not aggregate by a sum the ranks can all-reduce "
+            f"(use one of: {_with_names('strategy', 'ranks')})",
+        ),
+        (
+            _buffers(cfg),
+            f"strategy.aggregator={s.aggregator} needs every update in one place (use mean)",
+        ),
+        (
+            cfg.network.mode != "simulation",
+            f"network.mode={cfg.network.mode}: ranks share simulated clients only",
+        ),
+        (
+            cfg.network.client_weights == "claimed" and cfg.privacy.mode == "none",
+            "network.client_weights=claimed caps each claim by the median of the whole "
+            "round's claims (use server or uniform)",
+        ),
+        (
+            cfg.privacy.mode != "none",
+            f"privacy.mode={cfg.privacy.mode} keeps its accounting where the clients run "
+            "(use simulation.workers=1)",
+        ),
+        (
+            cfg.compression.error_feedback and cfg.compression.up != "none",
+            f"compression.up={cfg.compression.up} with compression.error_feedback=true keeps "
+            "a residual on each client (set compression.error_feedback=false)",
+        ),
+        (
+            cfg.devices.enabled,
+            "devices.enabled: the simulated clock must see every client of a round",
+        ),
+        (
+            cfg.eval.client_fraction > 0,
+            f"eval.client_fraction={cfg.eval.client_fraction}: client evaluations are "
+            "collected where the clients run (use eval.client_fraction=0)",
+        ),
+        (
+            cfg.secure.mode != "none",
+            f"secure.mode={cfg.secure.mode} runs its own multi-exchange round",
+        ),
+        (
+            cfg.compute.device.startswith("cuda:"),
+            f"compute.device={cfg.compute.device} names one GPU; each rank takes its own "
+            "(use compute.device=cuda)",
+        ),
+    ]
+    problems = [f"{key} cannot be combined with {why}" for refused, why in refusals if refused]
+    if cfg.compute.device == "cuda" and not torchrun:  # torchrun: checked as each rank joins
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count < ranks:
+            problems.append(
+                f"{key} with compute.device=cuda needs one GPU per rank (NCCL cannot share "
+                f"one), this machine has {count}: set simulation.workers<={count}"
+            )
+    return problems
+
+
+def distillation(cfg: FedConfig) -> list[str]:
+    """Heterogeneous clients need a strategy that keeps one model per architecture
+    (``heterogeneous``); such a strategy changes what the server holds and the clients
+    send, which these features cannot follow."""
+    name = cfg.strategy.name
+    if "heterogeneous" not in _caps(cfg):
+        if not cfg.clients.models:
+            return []
+        return [
+            f"clients.models gives clients different architectures; strategy.name={name} "
+            f"averages one model (use one of: {_with_names('strategy', 'heterogeneous')})"
+        ]
+    key = f"strategy.name={name}"
+    refusals = [
+        (
+            cfg.privacy.mode == "local",
+            "privacy.mode=local: its accounting does not cover the class scores the server "
+            "distils from (use privacy.mode=none)",
+        ),
+        (
+            cfg.compression.prune > 0,
+            "compression.prune prunes one global model (set compression.prune=0)",
+        ),
+        (
+            cfg.finetune.mode != "full",
+            f"finetune.mode={cfg.finetune.mode}: distillation trains whole models (use "
+            "finetune.mode=full)",
+        ),
+        (
+            cfg.task.name != "classification",
+            f"task.name={cfg.task.name}: distillation matches class scores (use "
+            "task.name=classification)",
+        ),
+        (
+            bool(cfg.clients.models) and cfg.model.checkpoint is not None,
+            "model.checkpoint holds one architecture's weights, and clients.models lists "
+            "several (leave model.checkpoint unset)",
+        ),
+        (
+            len(cfg.clients.models) > 1
+            and name != "fedmd"
+            and cfg.compression.error_feedback
+            and cfg.compression.up not in ("none", "f32")
+            and cfg.network.mode == "simulation",
+            f"compression.up={cfg.compression.up} with compression.error_feedback=true and "
+            "several clients.models: the client store keeps one residual layout for all "
+            "(set compression.error_feedback=false)",
+        ),
+        (
+            cfg.secure.mode != "none",
+            f"secure.mode={cfg.secure.mode}: the ensemble needs each client's model (use "
+            "secure.mode=none)",
+        ),
+        (
+            cfg.simulation.vectorize != "off",
+            f"simulation.vectorize={cfg.simulation.vectorize} trains one shared architecture "
+            "(use simulation.vectorize=off)",
+        ),
+    ]
+    return [f"{key} cannot be combined with {why}" for refused, why in refusals if refused]
+
+
 CHECKS: list[Check] = [
     central_dp,
     dpsgd,
@@ -197,6 +351,13 @@ CHECKS: list[Check] = [
     client_evaluation,
     accelerator,
     devices,
+    distributed_ranks,
+    tracking_installed,
+    secure_aggregation,
+    distributed_dp_needs_secagg,
+    vectorized_clients,
+    pooled_clients,
+    distillation,
 ]
 
 

@@ -12,7 +12,7 @@ import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,13 +35,17 @@ from fedloom.core.registry import (
     registered,
 )
 from fedloom.data.config import DataConfig
+from fedloom.distill.config import DistillConfig, ModelShare, check_shares
 from fedloom.finetune.config import FinetuneConfig
 from fedloom.models.config import ModelConfig
 from fedloom.network.config import NetworkConfig
 from fedloom.privacy.config import PrivacyConfig
+from fedloom.report.config import LoggingConfig
 from fedloom.robust.config import AttackConfig
+from fedloom.secure.config import SecureConfig
 from fedloom.server.config import StrategyConfig
 from fedloom.simulation.config import DevicesConfig
+from fedloom.simulation.engine import SimulationConfig
 
 
 class ClientsConfig(BaseModel):
@@ -54,6 +58,25 @@ class ClientsConfig(BaseModel):
     fraction: float | None = Field(None, gt=0, le=1)
     """Share of the clients sampled each round, rounded up (at least 1); give this or
     ``per_round``, not both."""
+    lazy: Literal["auto", "on", "off"] = "auto"
+    """Build a simulated client (its data, its state) only when a round samples it: ``on``,
+    ``off`` (all up front), or ``auto`` (on above 1000 clients or with an on-demand
+    dataset such as synthetic_lazy)."""
+    models: list[ModelShare] = Field(default_factory=list)
+    """Architectures of a heterogeneous federation: ``{model: NAME, fraction: F}`` or
+    ``{model: NAME, clients: [ids]}`` entries; empty: every client has ``model.name``."""
+
+    @field_validator("lazy", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML reads a bare ``on``/``off`` as a boolean: take it as the word."""
+        return ("on" if value else "off") if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _models_cover(self) -> ClientsConfig:
+        if self.models:
+            check_shares(self.models, self.num)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -93,7 +116,9 @@ class FedConfig(BaseModel):
     eval_every: int = Field(1, ge=1)
     """Evaluate the global model every k rounds (and always after the last)."""
     loggers: list[str] = Field(default_factory=list)
-    """Registered metrics loggers fed every round besides ``metrics.jsonl`` (``csv``)."""
+    """Registered metrics loggers fed every round besides ``metrics.jsonl`` (``csv``, a
+    plugin's); ``logging.*`` switches add the built-in tracking backends."""
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -107,8 +132,11 @@ class FedConfig(BaseModel):
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    secure: SecureConfig = Field(default_factory=SecureConfig)
 
     @field_validator("loggers")
     @classmethod

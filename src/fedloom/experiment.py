@@ -23,12 +23,7 @@ from torch import nn
 
 from fedloom.client.client import Client, load_into
 from fedloom.client.evaluate import evaluate_task
-from fedloom.client.store import (
-    CLIENTS_DIR,
-    load_client_states,
-    prune_client_states,
-    save_client_states,
-)
+from fedloom.client.store import CLIENTS_DIR, ClientStateStore, load_legacy_states
 from fedloom.client.task import Metric
 from fedloom.client.trainer import Augment, Loss, OptimizerFactory, TrainStep
 from fedloom.client.transforms import hooks_of, order_transforms
@@ -36,11 +31,11 @@ from fedloom.config import FedConfig, load_config, to_yaml
 from fedloom.core.clientref import naming_clients
 from fedloom.core.device import resolve_device
 from fedloom.core.errors import ConfigError, DataError, FedloomError
-from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
-from fedloom.data.base import FederatedDataset, TensorData
+from fedloom.data.base import FederatedDataset, Split
 from fedloom.data.federated import load_federated
+from fedloom.data.ondemand import OnDemandFederatedDataset
 from fedloom.features import FEATURES
 from fedloom.models.fit import check_model_fits
 from fedloom.models.pretrained import load_pretrained
@@ -49,6 +44,8 @@ from fedloom.parts import NO_CODE, Parts, UserCode, default_parts
 from fedloom.privacy.plots import plot_privacy
 from fedloom.report.metrics import MetricsLog, read_metrics
 from fedloom.report.plots import plot_metrics, plot_partition, write_partition_table
+from fedloom.report.progress import phase
+from fedloom.report.tracking import Tracking
 from fedloom.robust.weighting import run_weighting
 from fedloom.rundir import (
     RESUMABLE,
@@ -60,6 +57,14 @@ from fedloom.rundir import (
 from fedloom.server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedloom.server.server import Server
 from fedloom.server.validate import UpdateSpec
+from fedloom.simulation.pool import (
+    ClientPool,
+    Clients,
+    handlers_of,
+    load_states,
+    stage_states,
+    use_pool,
+)
 
 RoundHook = Callable[[dict[str, Any]], None]
 
@@ -106,7 +111,9 @@ def assemble(
                 f"fedloom.resume(run_dir, {', '.join(f'{m}=...' for m in missing)})"
             ]
         )
-    data = data or load_federated(config.data, config.clients.num, config.seed)
+    if data is None:
+        with phase("loading data"):
+            data = load_federated(config.data, config.clients.num, config.seed)
     if len(data.client_indices) != config.clients.num:
         raise ConfigError(
             [
@@ -114,7 +121,11 @@ def assemble(
                 f"{len(data.client_indices)} client partitions"
             ]
         )
-    if config.task.name == "classification" and not data.train.has_labels:
+    if (
+        config.task.name == "classification"
+        and data.train.targets_known
+        and not data.train.has_labels
+    ):
         raise DataError(
             f"task.name=classification needs int64 class labels of shape (N,), but the "
             f"targets are {data.train.y.dtype} of shape {tuple(data.train.y.shape)}: call "
@@ -123,11 +134,13 @@ def assemble(
     model = _built_model(config, data) if model is None else model
     if config.model.checkpoint:
         load_pretrained(model, config.model.checkpoint)
-    example = (data.train if len(data.train) else data.test).x[:1]
+    example = (data.train if len(data.train) else data.test).example()
     check_model_fits(
         model,
         example,
-        data.num_classes if config.task.name == "classification" else None,
+        data.num_classes
+        if config.task.name == "classification" and data.train.targets_known
+        else None,
         model_name=config.model.name,
         data_name=config.data.name,
     )
@@ -170,11 +183,6 @@ def _title(config: FedConfig) -> str:
     )
 
 
-def _feeding(sink: Any) -> Callable[[Server, dict[str, Any]], None]:
-    """A server callback that hands each metrics line to a logger."""
-    return lambda server, metrics: sink.log(metrics)
-
-
 def _built_model(config: FedConfig, data: FederatedDataset) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "init"))
@@ -183,23 +191,27 @@ def _built_model(config: FedConfig, data: FederatedDataset) -> nn.Module:
         )
 
 
-def build_clients(parts: Parts, ids: Sequence[str]) -> dict[str, Client]:
+def build_clients(
+    parts: Parts, ids: Sequence[str], workspace: nn.Module | None = None
+) -> dict[str, Client]:
     """The clients ``ids`` of the federation ``parts`` describes, each with its own data;
-    they share one working copy of the model (they train one at a time)."""
-    workspace = copy.deepcopy(parts.model)
+    they share one working copy of the model, ``workspace`` (by default a new one): they
+    train one at a time."""
+    workspace = copy.deepcopy(parts.model) if workspace is None else workspace
     own = parts.client_data or parts.data.client
     held = parts.client_holdout
 
-    def client_data(k: int) -> TensorData:  # moved once, not every step
+    def client_data(k: int) -> Split:  # moved once, not every step
         return own(k).to(parts.device)
 
-    def holdout(k: int) -> TensorData:
+    def holdout(k: int) -> Split:
         assert held is not None
         return held(k).to(parts.device)
 
     hooks = hooks_of(order_transforms(parts.transforms))
+    make = parts.make_client or Client
     return {
-        cid: Client(
+        cid: make(
             cid,
             client_data(int(cid)),
             workspace,
@@ -244,24 +256,36 @@ class Experiment:
         self.stateful = self.parts.stateful
         ids = [str(k) for k in range(config.clients.num)]
         simulated = config.network.mode == "simulation"
-        self.clients = build_clients(self.parts, ids) if simulated else {}
+        self.store = ClientStateStore(self.run_dir / CLIENTS_DIR, config.clients.num)
+        """Every simulated client's state (``fedloom.client.store``)."""
+        self.clients: Clients = self._build_clients(ids) if simulated else {}
         self.server = self._build_server(self.parts, ids)
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.started = time.perf_counter()
 
+    def _build_clients(self, ids: list[str]) -> Clients:
+        """Every client now, or a pool that builds each one when it is sampled."""
+        if not use_pool(self.config, self.data):
+            return build_clients(self.parts, ids)
+        workspace = copy.deepcopy(self.parts.model)
+        make = lambda cid: build_clients(self.parts, [cid], workspace)[cid]  # noqa: E731
+        return ClientPool(make, len(ids), self.store)
+
     def _build_server(self, parts: Parts, ids: list[str]) -> Server:
         # the server's state lives on the CPU, where decoded updates are aggregated
-        state = {n: t.cpu() for n, t in state_of(parts.model).items() if parts.trainable(n)}
+        state = parts.initial_state or {
+            n: t.cpu() for n, t in state_of(parts.model).items() if parts.trainable(n)
+        }
         global_state = clone(state)
         server = Server(
             global_state=global_state,
             client_ids=ids,
             strategy=parts.strategy,
             sampler=parts.sampler,
-            transport=parts.transport({cid: c.handle for cid, c in self.clients.items()}),
+            transport=parts.transport(handlers_of(self.clients)),
             down=parts.down,
             up=parts.up,
-            evaluate=self._evaluate,
+            evaluate=parts.evaluate or self._evaluate,
             eval_every=parts.config.eval_every,
             weighting=run_weighting(parts),
             max_update_bytes=parts.max_update_bytes,
@@ -273,6 +297,7 @@ class Experiment:
         server.metric_sources.extend(parts.metric_sources)
         server.instructions.extend(parts.instructions)
         server.observers.extend(parts.observers)
+        server.phase = parts.phase
         return server
 
     def _evaluate(self, state: Tensors) -> dict[str, float]:
@@ -292,15 +317,18 @@ class Experiment:
         (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
         if self.config.privacy.withholds_client_info or not self.data.train.has_labels:
             return  # per-client label counts are outside epsilon; or there are no labels
+        if isinstance(self.data, OnDemandFederatedDataset):  # setup, not the round loop
+            return  # the table would build every client's data
         histogram = self.data.label_histogram()
         write_partition_table(histogram, self.run_dir / "partition.csv")
         plot_partition(histogram, self.run_dir / "partition.png")
 
     def _checkpoint(self, server: Server, metrics: dict[str, Any]) -> None:
         tensors, rest = server.strategy.state_dict()
-        client_states = {cid: c.state for cid, c in self.clients.items() if c.state}
-        # client state is client-side data: its own store, never the server's checkpoint
-        save_client_states(self.run_dir / CLIENTS_DIR, server.round, client_states)
+        # client state is client-side data: its own store, never the server's checkpoint;
+        # round r's journal is sealed before the checkpoint of r, committed after it
+        stage_states(self.clients, self.store, server.round)
+        self.store.seal(server.round)
         save_checkpoint(
             self.run_dir / "checkpoint",
             Checkpoint(
@@ -312,7 +340,7 @@ class Experiment:
                 extra={key: part.state_dict() for key, part in self.stateful.items()},
             ),
         )
-        prune_client_states(self.run_dir / CLIENTS_DIR, server.round)
+        self.store.commit(server.round)
 
     def restore(self) -> int:
         """Load the run directory's checkpoint; returns the round it was taken after."""
@@ -325,9 +353,10 @@ class Experiment:
             )
         try:
             self.server.strategy.load_state_dict(ckpt.strategy_tensors, ckpt.strategy_rest)
-            stored = load_client_states(self.run_dir / CLIENTS_DIR, ckpt.round)
-            for cid, state in {**ckpt.client_states, **stored}.items():  # older: checkpoint
-                self.clients[cid].state = state
+            self.store.recover(ckpt.round)
+            older = load_legacy_states(self.run_dir / CLIENTS_DIR, ckpt.round)
+            self.store.adopt(ckpt.round, {**ckpt.client_states, **older})  # older layouts
+            load_states(self.clients, self.store)
             for key, part in self.stateful.items():
                 part.load_state_dict(ckpt.extra[key])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -346,13 +375,9 @@ class Experiment:
         unless ``overwrite``, which clears it first (the config's own inputs are kept)."""
         if self.server.round == 0:
             self._prepare_run_dir(overwrite)
-        loggers = [
-            REGISTRY.component("logger", name, "loggers").load()(self.run_dir)
-            for name in self.config.loggers
-        ]
+        tracking = Tracking.start(self.run_dir, self.config, list(self.server.global_state))
         self.server.callbacks = [lambda s, m: self.metrics_log.append(m), self._checkpoint]
-        for sink in loggers:
-            self.server.callbacks.append(_feeding(sink))
+        tracking.watch(self.server)  # loggers, then the caller's hook
         if on_round is not None:
             self.server.callbacks.append(lambda s, m: on_round(m))
         try:
@@ -361,10 +386,16 @@ class Experiment:
                 _client_log(self.run_dir / "clients.log"),
             ):
                 final = self.server.run(self.config.rounds)
+            result = self._save_results(final)
+            tracking.finish(self.run_dir)
         finally:
-            for sink in loggers:
-                sink.close()
-        load_into(self.model, final)
+            tracking.close()
+        return result
+
+    def _save_results(self, final: Tensors) -> RunResult:
+        """The final model, ``summary.json`` and the plots, into the run directory."""
+        if self.parts.initial_state is None:  # else the state is not the model's weights
+            load_into(self.model, final)
         exported = self.parts.export(self.model) if self.parts.export else final
         model_path = self.run_dir / "model.safetensors"
         save_file({n: t.contiguous().cpu() for n, t in exported.items()}, model_path)

@@ -13,23 +13,29 @@ from collections.abc import Callable
 
 from fedloom.algorithms.feature import apply_algorithms
 from fedloom.compression.feature import compression_feature
+from fedloom.distill.feature import distill_feature
 from fedloom.evaluation.feature import client_evaluation
 from fedloom.finetune.feature import finetune_feature
 from fedloom.network.feature import grpc_feature
 from fedloom.parts import Parts
 from fedloom.privacy.feature import apply_privacy
 from fedloom.robust.feature import apply_attacks
+from fedloom.secure.feature import secure_feature
 from fedloom.simulation.feature import apply_devices
+from fedloom.simulation.vectorize_feature import apply_vectorize
 
 Feature = Callable[[Parts], None]
 
 FEATURES: list[Feature] = [
-    client_evaluation,  # first: a client's held-out data is carved from its own, unpoisoned
+    distill_feature,  # first: the distillation data leave the clients' data before all else
+    client_evaluation,  # before attacks: a client's held-out data is its own, unpoisoned
     finetune_feature,
     apply_attacks,
     apply_privacy,
     compression_feature,
     apply_algorithms,
+    secure_feature,  # wraps the clients' handlers; vectorized clients and devices wrap it
+    apply_vectorize,  # after the trainer is final; devices wrap its transport
     apply_devices,
     grpc_feature,
 ]

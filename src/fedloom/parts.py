@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from fedloom.client.client import Client
 from fedloom.client.context import UpdateHook
 from fedloom.client.federated_eval import ClientEvaluator
 from fedloom.client.task import Metric, Task
@@ -26,9 +27,15 @@ from fedloom.compression.codec import Codec, RawCodec
 from fedloom.config import FedConfig
 from fedloom.core.registry import REGISTRY
 from fedloom.core.tensors import Tensors
-from fedloom.data.base import FederatedDataset, TensorData
+from fedloom.data.base import FederatedDataset, Split
 from fedloom.server.sampler import Sampler, UniformSampler
-from fedloom.server.server import Instructions, MetricSource, ReplyObserver, RoundGuard
+from fedloom.server.server import (
+    Instructions,
+    MetricSource,
+    ReplyObserver,
+    RoundGuard,
+    RoundPhase,
+)
 from fedloom.server.strategy import Strategy, build_strategy
 from fedloom.transport.base import Transport
 from fedloom.transport.inprocess import Handler, InProcessTransport
@@ -57,9 +64,9 @@ class Parts:
     up: Codec = field(default_factory=RawCodec)
     trainable: Callable[[str], bool] = lambda name: True
     """Which named tensors are trained, sent and aggregated; the rest stay frozen."""
-    client_data: Callable[[int], TensorData] | None = None
+    client_data: Callable[[int], Split] | None = None
     """Client k's local data; defaults to the partition of ``data``."""
-    client_holdout: Callable[[int], TensorData] | None = None
+    client_holdout: Callable[[int], Split] | None = None
     """Client k's held-out data for federated evaluation (``eval.client_fraction``)."""
     client_evaluator: ClientEvaluator | None = None
     transforms: list[Transform] = field(default_factory=list)
@@ -70,6 +77,8 @@ class Parts:
     observers: list[ReplyObserver] = field(default_factory=list)
     stateful: dict[str, Stateful] = field(default_factory=dict)
     transport: Callable[[Mapping[str, Handler]], Transport] = InProcessTransport
+    phase: RoundPhase | None = None
+    """Runs each round's exchanges instead of the plain fit exchange (secure aggregation)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts a feature reports for summary.json (e.g. the calibrated noise multiplier)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -82,6 +91,15 @@ class Parts:
     """The model a run returns, made from the trained one (e.g. LoRA merged); None: it."""
     export: Callable[[nn.Module], Tensors] | None = None
     """What the run saves as model.safetensors (default: the final global state)."""
+    make_client: Callable[..., Client] | None = None
+    """Builds each client from what ``build_clients`` passes ``Client`` (None: ``Client``);
+    a heterogeneous federation gives each client its own architecture's model here."""
+    initial_state: Tensors | None = None
+    """The server's starting state when it is not the model's weights (FedMD: the
+    consensus class scores); None: the model's trainable tensors."""
+    evaluate: Callable[[Tensors], dict[str, float]] | None = None
+    """The server's metrics of its state when that is not the model (None: the model's
+    test metrics)."""
 
     def add_transform(
         self,

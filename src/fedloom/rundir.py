@@ -26,7 +26,10 @@ RESUMES_FILE = "resumes.jsonl"
 #: Keys ``fedloom resume`` accepts: they change when the run stops or what it logs, never
 #: an update. ``rounds`` is refused when ``privacy.target_epsilon`` calibrated the noise
 #: to the round count.
-RESUMABLE: frozenset[str] = frozenset({"rounds", "eval_every", "privacy.max_epsilon"})
+RESUMABLE: frozenset[str] = frozenset(
+    # how many ranks share the rounds does not change the result (fedloom.simulation.distributed)
+    {"rounds", "eval_every", "privacy.max_epsilon", "simulation.workers", "simulation.timeout_s"}
+)
 #: ``fedloom server`` also accepts the network settings that say how clients are reached
 #: and waited for (transport, addresses, deadlines, tokens, TLS files, timeouts), never
 #: those that weigh or admit updates (``min_clients``, ``client_weights``, ...).

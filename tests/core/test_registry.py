@@ -43,6 +43,8 @@ def test_every_builtin_is_declared_and_loads() -> None:
         "fedadam",
         "fedavg",
         "fedavgm",
+        "feddf",
+        "fedmd",
         "fednova",
         "fedprox",
         "fedyogi",

@@ -1,4 +1,4 @@
-"""A task's loss and metrics of a model on an in-memory split."""
+"""A task's loss and metrics of a model on a split (in memory, or read lazily)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import copy
 import torch
 from torch import nn
 
-from fedloom.client.task import Task, batch_metrics, classification
+from fedloom.client.task import Task, batch_metrics, classification, forward_inputs
 from fedloom.core.device import device_of
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split, TensorData
+from fedloom.data.views import to_device
 
 
 @torch.inference_mode()
 def evaluate_task(
     model: nn.Module,
-    data: TensorData,
+    data: Split,
     task: Task,
     *,
     batch_size: int = 1024,
@@ -26,16 +27,19 @@ def evaluate_task(
     left as it was. ``channels_last`` runs a convolutional model in that memory order
     (about 1.5x faster on CPU): only for models known to allow it (the built-in ones; a
     user's model that flattens with ``.view`` would fail)."""
-    net, x = _fast_layout(model, data.x) if channels_last else (model, data.x)
+    net = model
+    if channels_last and isinstance(data, TensorData):
+        net, x = _fast_layout(model, data.x)
+        data = TensorData(x, data.y)
     device = device_of(net)
     was_training = net.training
     net.eval()
     sums: dict[str, float] = {}
     try:
-        for start in range(0, len(data), batch_size):
-            xb = x[start : start + batch_size].to(device)  # no copy when already there
-            yb = data.y[start : start + batch_size].to(device)
-            for name, value in batch_metrics(task, net(xb), yb).items():
+        for batch in data.chunks(batch_size):
+            xb, yb = to_device(batch, device)  # no copy when already there
+            output = forward_inputs(net, xb)
+            for name, value in batch_metrics(task, output, yb).items():
                 sums[name] = sums.get(name, 0.0) + value * len(yb)
     finally:
         net.train(was_training)
@@ -45,7 +49,7 @@ def evaluate_task(
     return {k: v for k, v in {**averaged, **derived}.items() if k not in task.hidden}
 
 
-def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Split, batch_size: int = 1024) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of a classifier on ``data``."""
     values = evaluate_task(model, data, classification(), batch_size=batch_size)
     return values["loss"], values["accuracy"]

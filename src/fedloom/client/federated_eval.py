@@ -22,12 +22,10 @@ from fedloom.client.evaluate import evaluate_task
 from fedloom.client.task import Task
 from fedloom.client.trainer import LocalTrainer
 from fedloom.core.seeding import generator
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split
 
 
-def holdout_split(
-    data: TensorData, share: float, seed: int, client: int
-) -> tuple[TensorData, TensorData]:
+def holdout_split(data: Split, share: float, seed: int, client: int) -> tuple[Split, Split]:
     """(train, held-out) parts of a client's data: a seeded ``ceil(share·n)`` of it is
     held out (none when the client has fewer than two examples)."""
     n = len(data)
@@ -47,8 +45,8 @@ class ClientEvaluator:
     def __call__(
         self,
         model: nn.Module,
-        own: TensorData,
-        holdout: TensorData,
+        own: Split,
+        holdout: Split,
         seed: int,
         key: tuple[Any, ...],
     ) -> dict[str, Any]:

@@ -31,6 +31,11 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 Metric = Callable[[Tensor, Tensor], float]
 
 
+def forward_inputs(model: Callable[..., Any], inputs: Any) -> Any:
+    """``model(inputs)``, or ``model(**inputs)`` for a dict batch (Hugging Face style)."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
 def prediction(output: Any) -> Tensor:
     """The prediction tensor inside a model's output."""
     if isinstance(output, Tensor):

@@ -3,6 +3,8 @@
 Batches are drawn by indexing the client's in-memory tensors with a seeded permutation:
 no DataLoader, no worker processes, no per-sample Python. That is most of why a round of
 fedloom is cheaper than the usual hand-written loop over ``Subset`` + ``DataLoader``.
+A lazily read dataset (``LazyData``) gets the same index batches, read through its
+``DataLoader``; dict inputs are passed as keyword arguments (``model(**inputs)``).
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from torch.optim import Optimizer
 
 from fedloom.client.config import TrainConfig
 from fedloom.client.context import FitContext, TrainResult
-from fedloom.data.base import TensorData
+from fedloom.client.task import forward_inputs
+from fedloom.data.base import Split
 
 Loss = Callable[[Any, Tensor], Tensor]
 OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
-TrainStep = Callable[[nn.Module, tuple[Tensor, Tensor]], Tensor]
-Augment = Callable[[Tensor, torch.Generator], Tensor]
-"""``augment(x, generator) -> x``: a random transform of a training batch (augmentation),
-drawing only from ``generator`` (seeded per client and round: runs stay reproducible)."""
+TrainStep = Callable[[nn.Module, tuple[Any, Tensor]], Tensor]
 """``train_step(model, (x, y)) -> loss``: one minibatch's loss, for anything exotic."""
+Augment = Callable[[Any, torch.Generator], Any]
+"""``augment(x, generator) -> x``: a random transform of a training batch's inputs (a
+tensor, or a dict of them), drawing only from ``generator`` (seeded per client and
+round: runs stay reproducible)."""
 Penalty = Callable[[nn.Module, FitContext], Tensor]
 """An extra term added to each minibatch loss (e.g. FedProx's proximal term)."""
 GradHook = Callable[[nn.Module, FitContext], None]
@@ -125,7 +129,7 @@ class LocalTrainer:
     def train(
         self,
         model: nn.Module,
-        data: TensorData,
+        data: Split,
         gen: torch.Generator,
         ctx: FitContext | None = None,
     ) -> TrainResult:
@@ -135,20 +139,20 @@ class LocalTrainer:
         model.train()
         loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
         with self.forward_model(model) as forward:
-            for idx in self.batches(n, gen, ctx):
+            for idx, batch in data.batches(self.batches(n, gen, ctx)):
                 optimizer.zero_grad(set_to_none=True)
-                if len(idx) == 0:
+                if len(idx) == 0 or batch is None:
                     if self.empty_step(params):
                         optimizer.step()
                         steps += 1
                     continue
-                xb, yb = data.x[idx], data.y[idx]
+                xb, yb = batch
                 if self.augment is not None:  # drawn from the client's own generator
                     xb = self.augment(xb, gen)
                 if self.train_step is not None:
                     loss = self.train_step(forward, (xb, yb))
                 else:
-                    loss = self.loss(forward(xb), yb)
+                    loss = self.loss(forward_inputs(forward, xb), yb)
                 objective = loss
                 for penalty in self.penalties:
                     objective = objective + penalty(model, _need(ctx))

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import torch
 from safetensors import SafetensorError
+from safetensors.numpy import save as save_numpy
 from safetensors.torch import load, save
 
 from fedloom.compression.safeview import max_blob_bytes, tensors_view
@@ -41,12 +43,25 @@ __all__ = [
 ]
 
 
+_NUMPY_DTYPES = frozenset(
+    {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16}
+    | {torch.int8, torch.uint8, torch.bool}
+)
+"""Tensor dtypes numpy holds as they are (bfloat16, for one, it does not)."""
+
+
 class RawCodec:
     """Lossless: the tensors as they are (float32 for the built-in models), in safetensors."""
 
     name = "none"
 
     def encode(self, tensors: Tensors, key: Key = ()) -> bytes:
+        if all(t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in tensors.values()):
+            # the same bytes as safetensors.torch.save, at a third of its Python overhead
+            # (which dominates for the small updates of a many-client simulation)
+            return save_numpy(
+                {name: t.detach().contiguous().numpy() for name, t in tensors.items()}
+            )
         return save({name: t.contiguous() for name, t in tensors.items()})
 
     def decode(self, data: Payload) -> Tensors:

@@ -10,6 +10,9 @@ class ConfigError(FedloomError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        if len(problems) == 1:  # one line: the cause and its hint
+            super().__init__(problems[0])
+            return
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
 

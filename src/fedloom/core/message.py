@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-Kind = Literal["fit", "fit_result", "error"]
+Kind = Literal["fit", "fit_result", "error", "secagg", "secagg_result"]
+"""``secagg``/``secagg_result``: a secure-aggregation stage message (``fedloom.secure``)."""
 
 Payload: TypeAlias = "bytes | bytearray | memoryview"
 """Anything that exposes its bytes through the buffer protocol, one byte per item."""

@@ -45,7 +45,8 @@ KINDS: dict[str, str] = {
     "attack": "fn(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors",
     "trainer": "factory(config: TrainConfig, loss) -> LocalTrainer (loss: the task's)",
     "task": "factory() -> Task (loss, metrics, how to read a model's output)",
-    "logger": "factory(run_dir: Path) -> MetricsLogger (log(metrics), close())",
+    "logger": "factory(run_dir: Path) -> MetricsLogger (log(metrics), close(); optional "
+    "start(config), log_histogram(name, values, step), finish(artifacts))",
 }
 """Every extension point and the call its components must accept."""
 

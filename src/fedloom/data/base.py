@@ -1,19 +1,22 @@
-"""In-memory datasets: one split as two tensors, and a federated view over a train split.
+"""Datasets: one split as two in-memory tensors (the fast path) or a lazily read view
+of a user's Dataset (``fedloom.data.views``), and a federated view over a train split.
 
 Federated simulation indexes the same split thousands of times (every client, every round),
-so data lives in two dense tensors and a client is a tensor of indices, never a copy.
+so tensor data lives in two dense tensors and a client is a tensor of indices, never a copy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from fedloom.core.errors import DataError
+from fedloom.data.views import LazyData, LoaderSettings
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,30 @@ class TensorData:
         """The samples at ``idx`` (an int64 index tensor), as a new ``TensorData``."""
         return TensorData(self.x[idx], self.y[idx])
 
+    @property
+    def targets_known(self) -> bool:
+        return True
+
+    def batches(
+        self, index_batches: Iterable[torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
+        """``(idx, (x[idx], y[idx]))`` for each index tensor: one gather each, no loader."""
+        for idx in index_batches:
+            yield idx, (self.x[idx], self.y[idx])
+
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive batches of ``size`` (views, no copy), in order."""
+        for start in range(0, len(self), size):
+            yield self.x[start : start + size], self.y[start : start + size]
+
+    def example(self) -> torch.Tensor:
+        """The first sample's inputs as a batch of one."""
+        return self.x[:1]
+
+
+Split: TypeAlias = TensorData | LazyData
+"""One split of data: in memory (``TensorData``) or read on demand (``LazyData``)."""
+
 
 @dataclass(frozen=True)
 class FederatedDataset:
@@ -72,8 +99,8 @@ class FederatedDataset:
     the lists are disjoint and together cover ``train`` (checked on construction).
     """
 
-    train: TensorData
-    test: TensorData
+    train: Split
+    test: Split
     client_indices: list[torch.Tensor]
     num_classes: int
     input_shape: tuple[int, ...]
@@ -87,7 +114,7 @@ class FederatedDataset:
     def num_clients(self) -> int:
         return len(self.client_indices)
 
-    def client(self, k: int) -> TensorData:
+    def client(self, k: int) -> Split:
         """Client ``k``'s local training data."""
         if not 0 <= k < self.num_clients:
             raise DataError(f"client {k} does not exist; clients are 0..{self.num_clients - 1}")
@@ -103,22 +130,30 @@ class FederatedDataset:
         return np.stack(rows).astype(np.int64)
 
 
-def _check_split(
-    name: str, split: TensorData, num_classes: int, input_shape: tuple[int, ...]
-) -> None:
+def _check_split(name: str, split: Split, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    if num_classes < 1:
+        raise DataError(f"num_classes must be at least 1, got {num_classes}")
+    if isinstance(split, LazyData):
+        if split.targets is not None and split.has_labels:
+            _check_labels(name, split.targets, num_classes)
+        return  # inputs unread: their shape is checked on the model's first batch
     if not isinstance(split, TensorData):
-        raise DataError(f"FederatedDataset.{name} must be a TensorData, got {type(split).__name__}")
+        raise DataError(
+            f"FederatedDataset.{name} must be a TensorData or LazyData, got {type(split).__name__}"
+        )
     if tuple(split.x.shape[1:]) != tuple(input_shape):
         raise DataError(
             f"{name} inputs have shape {tuple(split.x.shape[1:])} but input_shape is {input_shape}"
         )
-    if num_classes < 1:
-        raise DataError(f"num_classes must be at least 1, got {num_classes}")
     if split.y.dtype != torch.int64:
         return  # regression targets: no class range
-    if len(split) and (int(split.y.min()) < 0 or int(split.y.max()) >= num_classes):
+    _check_labels(name, split.y, num_classes)
+
+
+def _check_labels(name: str, y: torch.Tensor, num_classes: int) -> None:
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise DataError(
-            f"{name} labels span {int(split.y.min())}..{int(split.y.max())}, "
+            f"{name} labels span {int(y.min())}..{int(y.max())}, "
             f"outside 0..{num_classes - 1} (num_classes={num_classes})"
         )
 
@@ -142,12 +177,62 @@ def _check_disjoint_cover(client_indices: list[torch.Tensor], num_train: int) ->
         )
 
 
+def as_split(
+    ds: Dataset[Any],
+    *,
+    token_inputs: bool = False,
+    settings: LoaderSettings | None = None,
+) -> Split:
+    """A user's dataset as one split: a ``TensorDataset`` in memory (the fast path, as
+    ``from_torch_dataset``), any other map-style ``Dataset`` (or any dataset when
+    ``settings`` has a collate function) as a ``LazyData`` view that reads items only
+    when a batch needs them. Its ``.targets`` (a ``TensorDataset``'s second tensor), when
+    it has them, are taken as the labels: the Dirichlet and shards partitions need them."""
+    settings = settings or LoaderSettings()
+    if isinstance(ds, TensorDataset) and settings.collate is None:
+        return from_torch_dataset(ds, token_inputs=token_inputs)
+    try:
+        size = len(ds)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise DataError(
+            f"{type(ds).__name__} has no len(); fedloom needs a map-style Dataset"
+        ) from err
+    if size == 0:
+        raise DataError(f"{type(ds).__name__} is empty")
+    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+        targets: torch.Tensor | None = _standard(ds.tensors[1].detach(), "y")
+    else:
+        targets = published_targets(ds, size)
+    return LazyData(ds, torch.arange(size), targets, settings)
+
+
+def published_targets(ds: Dataset[Any], size: int) -> torch.Tensor | None:
+    """``ds.targets`` (torchvision's convention) as int64 labels or float32 values, if
+    the dataset has one target per item; None otherwise (nothing is read to find them)."""
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        return None
+    try:
+        t = torch.as_tensor(np.asarray(targets))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{type(ds).__name__}.targets is not numeric ({err})") from None
+    if t.ndim < 1 or t.shape[0] != size:
+        raise DataError(
+            f"{type(ds).__name__}.targets holds {t.shape[0] if t.ndim else 0} values "
+            f"for {size} items"
+        )
+    if t.dtype == torch.bool:
+        raise DataError(f"{type(ds).__name__}.targets are booleans, not class indices")
+    return _standard(t, "targets")
+
+
 def from_torch_dataset(ds: Dataset[Any], *, token_inputs: bool = False) -> TensorData:
     """Materialise a map-style torch ``Dataset`` of ``(x, y)`` pairs as one ``TensorData``.
 
     A ``TensorDataset`` is converted without iterating; any other dataset is read item by
     item exactly once. Values are kept as they are (no rescaling: apply your transforms
-    in the dataset). ``x`` becomes float32, or int64 token ids with ``token_inputs``;
+    in the dataset). ``x`` becomes float32, or int64 token ids with ``token_inputs`` (int64
+    inputs always stay int64: ids for an embedding);
     ``y`` int64 when it holds integers (a class index, next tokens), else float32 (a
     regression target, a number or a vector).
     """
@@ -173,6 +258,8 @@ def _standard(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _inputs(x: torch.Tensor, token_inputs: bool) -> torch.Tensor:
+    if x.dtype == torch.int64:
+        return x  # ids (an embedding's input); smaller integers are pixel values
     if token_inputs:
         if x.dtype.is_floating_point:
             raise DataError(f"token inputs must be integer ids, got dtype {x.dtype}")

@@ -56,6 +56,9 @@ class DataConfig(BaseModel):
     """``synthetic``: α of Synthetic(α, β) (Li et al. 2020): how much the models differ."""
     synthetic_beta: float = Field(1.0, ge=0)
     """``synthetic``: β of Synthetic(α, β): how much the clients' inputs differ."""
+    synthetic_samples: int | None = Field(None, ge=2)
+    """``synthetic``/``synthetic_lazy``: every device's sample count (None: Li et al.'s
+    lognormal sizes, 50 to 1000)."""
     min_client_size: int = Field(
         2, ge=0, description="dirichlet redraws until every client has at least this many"
     )
@@ -64,6 +67,15 @@ class DataConfig(BaseModel):
         description="keep only these labels in train and test (e.g. [5, 6, 7, 8, 9] for a "
         "shifted fine-tuning task); labels keep their values, so the model's head is unchanged",
     )
+    workers: int = Field(0, ge=0)
+    """``DataLoader`` worker processes reading a lazily read dataset (a ``Dataset`` passed
+    to ``fedloom.federate`` that is not a ``TensorDataset``); 0 reads in the training
+    process. Workers pay off when reading an item is slow (decoding files)."""
+    pin_memory: bool = False
+    """Page-locked batches of a lazily read dataset, for faster copies to a CUDA device."""
+    target_key: str = Field("labels", min_length=1)
+    """In a dataset whose items are dicts (Hugging Face style), the entry holding the
+    target; the other entries are the model's keyword arguments."""
 
     @field_validator("name")
     @classmethod

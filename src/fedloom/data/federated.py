@@ -7,12 +7,14 @@ import itertools
 from typing import Any
 
 import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from fedloom.core.errors import ConfigError, DataError
-from fedloom.data.base import FederatedDataset, TensorData
+from fedloom.data.base import FederatedDataset, Split, TensorData
 from fedloom.data.config import CUSTOM_DATA, DataConfig
 from fedloom.data.partition import partition, scheme_options
 from fedloom.data.registry import LoadedData, get_loader
+from fedloom.data.views import LazyData
 
 
 def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDataset:
@@ -31,7 +33,10 @@ def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDat
                 "data=...)) or choose a dataset"
             ]
         )
-    loaded = keep_classes(get_loader(cfg.name)(cfg, num_clients, seed), cfg.classes)
+    built = get_loader(cfg.name)(cfg, num_clients, seed)
+    if isinstance(built, FederatedDataset):  # already one client per device, built on demand
+        return _as_given(built, cfg)
+    loaded = keep_classes(built, cfg.classes)
     scheme = cfg.resolved_partition
     if scheme == "natural":
         if loaded.natural_split is None:
@@ -48,6 +53,19 @@ def load_federated(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDat
         num_classes=loaded.num_classes,
         input_shape=tuple(loaded.train.x.shape[1:]),
     )
+
+
+def _as_given(data: FederatedDataset, cfg: DataConfig) -> FederatedDataset:
+    """A loader's own federated dataset (e.g. ``synthetic_lazy``: one client per device,
+    each built when it trains), which no partition or class filter can reshape."""
+    if cfg.resolved_partition != "natural":
+        raise DataError(
+            f"data.partition={cfg.partition}: {cfg.name} comes split into one client per "
+            'device; use "natural" (or leave it unset)'
+        )
+    if cfg.classes is not None:
+        raise DataError(f"data.classes cannot be combined with {cfg.name}'s per-device split")
+    return data
 
 
 def keep_classes(loaded: LoadedData, classes: list[int] | None) -> LoadedData:
@@ -70,13 +88,15 @@ def keep_classes(loaded: LoadedData, classes: list[int] | None) -> LoadedData:
 
 
 def federate_tensors(
-    train: TensorData, test: TensorData, num_clients: int, cfg: DataConfig, seed: int
+    train: Split, test: Split, num_clients: int, cfg: DataConfig, seed: int
 ) -> FederatedDataset:
-    """Split the user's own ``train`` among clients, keeping ``test`` centralised.
+    """Split the user's own ``train`` (tensors, or a lazily read dataset) among clients,
+    keeping ``test`` centralised.
 
-    ``num_classes`` is the largest label in train or test plus one; ``input_shape`` comes
-    from ``train.x``. ``cfg.partition`` picks the scheme (unset means iid); ``cfg.name``,
-    ``dir`` and ``files`` are ignored.
+    ``num_classes`` is the largest known label in train or test plus one; ``input_shape``
+    comes from the in-memory inputs (``()`` when both splits are read lazily).
+    ``cfg.partition`` picks the scheme (unset means iid); ``cfg.name``, ``dir`` and
+    ``files`` are ignored.
     """
     scheme = cfg.partition or "iid"
     if scheme == "natural":
@@ -84,11 +104,7 @@ def federate_tensors(
             'your own tensors have no natural split; set data.partition to "iid", '
             '"dirichlet", "shards" or "quantity"'
         )
-    input_shape = tuple(train.x.shape[1:])
-    if tuple(test.x.shape[1:]) != input_shape:
-        raise DataError(
-            f"train inputs have shape {input_shape} but test inputs {tuple(test.x.shape[1:])}"
-        )
+    input_shape = _input_shape([train, test])
     indices = partition(
         _partition_labels(train, scheme), num_clients, scheme, seed, **config_options(cfg, scheme)
     )
@@ -101,14 +117,12 @@ def federate_tensors(
     )
 
 
-def natural_split(sites: list[TensorData], test: TensorData) -> FederatedDataset:
-    """One client per site: the sites' data side by side, each client owning its own."""
+def natural_split(sites: list[Split], test: Split) -> FederatedDataset:
+    """One client per site: the sites' data side by side, each client owning its own
+    (a lazily read site stays unread: the sites are concatenated as views)."""
     if not sites:
         raise DataError("client_data is empty: give at least one client's dataset")
-    shapes = {tuple(site.x.shape[1:]) for site in sites} | {tuple(test.x.shape[1:])}
-    if len(shapes) != 1:
-        raise DataError(f"the clients' and the test inputs differ in shape: {sorted(shapes)}")
-    train = TensorData(torch.cat([s.x for s in sites]), torch.cat([s.y for s in sites]))
+    train = _side_by_side(sites)
     bounds = [0, *itertools.accumulate(len(site) for site in sites)]
     indices = [torch.arange(a, b, dtype=torch.int64) for a, b in itertools.pairwise(bounds)]
     return FederatedDataset(
@@ -116,8 +130,37 @@ def natural_split(sites: list[TensorData], test: TensorData) -> FederatedDataset
         test=test,
         client_indices=indices,
         num_classes=_infer_num_classes(train, test),
-        input_shape=tuple(train.x.shape[1:]),
+        input_shape=_input_shape([*sites, test]),
     )
+
+
+def _side_by_side(sites: list[Split]) -> Split:
+    if all(isinstance(s, TensorData) for s in sites):
+        return TensorData(torch.cat([s.x for s in sites]), torch.cat([s.y for s in sites]))
+    parts: list[Dataset[Any]] = []
+    for site in sites:
+        if isinstance(site, TensorData):
+            parts.append(TensorDataset(site.x, site.y))
+        else:
+            parts.append(Subset(site.dataset, site.indices.tolist()))
+    targets = [s.y if s.targets_known else None for s in sites]
+    known = [t for t in targets if t is not None]
+    settings = next(s.settings for s in sites if isinstance(s, LazyData))
+    together: ConcatDataset[Any] = ConcatDataset(parts)
+    return LazyData(
+        together,
+        torch.arange(len(together)),
+        torch.cat(known) if len(known) == len(sites) else None,
+        settings,
+    )
+
+
+def _input_shape(splits: list[Split]) -> tuple[int, ...]:
+    """The one shape of the in-memory inputs (``()`` if all are read lazily)."""
+    shapes = sorted({tuple(s.x.shape[1:]) for s in splits if isinstance(s, TensorData)})
+    if len(shapes) > 1:
+        raise DataError(f"the clients' and the test inputs differ in shape: {shapes}")
+    return shapes[0] if shapes else ()
 
 
 def config_options(cfg: DataConfig, scheme: str) -> dict[str, Any]:
@@ -129,13 +172,20 @@ def config_options(cfg: DataConfig, scheme: str) -> dict[str, Any]:
     }
 
 
-def _partition_labels(train: TensorData, scheme: str) -> torch.Tensor:
+def _partition_labels(train: Split, scheme: str) -> torch.Tensor:
     """The labels a scheme splits by; targets that are not class labels (regression,
-    next tokens) only fit the schemes that do not read labels."""
+    next tokens), or unknown ones (a lazy dataset without ``.targets``), only fit the
+    schemes that do not read labels."""
     if train.has_labels:
         return train.y
     if scheme in LABEL_FREE_SCHEMES:
         return torch.zeros(len(train), dtype=torch.int64)
+    if not train.targets_known:
+        raise DataError(
+            f"data.partition={scheme} splits by class label, but the labels of a lazily "
+            f"read dataset are unknown; give it a .targets attribute or use "
+            f"{' or '.join(sorted(LABEL_FREE_SCHEMES))}"
+        )
     raise DataError(
         f"data.partition={scheme} splits by class label, but the targets are not class "
         f"labels (dtype {train.y.dtype}, shape {tuple(train.y.shape)}); use "
@@ -146,12 +196,17 @@ def _partition_labels(train: TensorData, scheme: str) -> torch.Tensor:
 LABEL_FREE_SCHEMES = frozenset({"iid", "quantity"})
 
 
-def _infer_num_classes(train: TensorData, test: TensorData) -> int:
+def _infer_num_classes(train: Split, test: Split) -> int:
     """Classes (labels, or a language model's vocabulary): the largest id plus one. For
-    real-valued targets: the number of outputs per sample."""
-    if train.y.dtype.is_floating_point:
+    real-valued targets: the number of outputs per sample. Unknown targets (lazily read
+    data without ``.targets``) count as 1: the model's outputs are not checked."""
+    if not (train.targets_known or test.targets_known):
+        if not (len(train) or len(test)):
+            raise DataError("both train and test are empty")
+        return 1
+    if train.targets_known and train.y.dtype.is_floating_point:
         return int(train.y[0].numel()) if len(train) else 1
-    labels = [split.y for split in (train, test) if len(split)]
+    labels = [s.y for s in (train, test) if s.targets_known and len(s)]
     if not labels:
         raise DataError("both train and test are empty")
     lowest = min(int(y.min()) for y in labels)

@@ -8,7 +8,7 @@ import functools
 from pathlib import Path
 
 from fedloom.client.federated_eval import ClientEvaluator, holdout_split
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split
 from fedloom.parts import Parts
 from fedloom.server.client_eval import ClientEvaluation
 
@@ -22,13 +22,13 @@ def client_evaluation(parts: Parts) -> None:
     own = parts.client_data or parts.data.client
 
     @functools.cache
-    def split(k: int) -> tuple[TensorData, TensorData]:  # one draw per client
+    def split(k: int) -> tuple[Split, Split]:  # one draw per client
         return holdout_split(own(k), cfg.client_holdout, fed.seed, k)
 
-    def train_part(k: int) -> TensorData:
+    def train_part(k: int) -> Split:
         return split(k)[0]
 
-    def held_out(k: int) -> TensorData:
+    def held_out(k: int) -> Split:
         return split(k)[1]
 
     parts.client_data, parts.client_holdout = train_part, held_out

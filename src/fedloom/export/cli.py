@@ -39,16 +39,18 @@ def export(
 ) -> None:
     """Export a run's model, verified in its runtime on the run's test split."""
     from fedloom.export.run import export_run
+    from fedloom.report.progress import phase
 
     try:
-        report = export_run(
-            run_dir,
-            format=format,
-            quantize=quantize,
-            out=out,
-            min_agreement=min_agreement,
-            latency_runs=latency_runs,
-        )
+        with phase(f"export ({format})"):
+            report = export_run(
+                run_dir,
+                format=format,
+                quantize=quantize,
+                out=out,
+                min_agreement=min_agreement,
+                latency_runs=latency_runs,
+            )
     except FedloomError as error:
         raise fail(error) from None
     check = report.verification

@@ -18,7 +18,7 @@ from torch import nn
 
 from fedloom.core.errors import FedloomError
 from fedloom.core.files import write_atomic
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split
 from fedloom.export.metadata import Preprocessing, to_props
 from fedloom.export.onnx_file import set_metadata, weight_figures, write_onnx
 from fedloom.export.pte import pte_runner, require_executorch, sidecar, write_pte
@@ -189,7 +189,7 @@ def export_model(
     out: str | Path,
     format: Format = "onnx",
     quantize: Quantize | None = None,
-    test: TensorData | None = None,
+    test: Split | None = None,
     calibration: torch.Tensor | None = None,
     preprocessing: Preprocessing | None = None,
     tolerance: float = FLOAT_TOLERANCE,

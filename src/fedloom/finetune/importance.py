@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from torch import nn
 from torch.nn import functional as F
 
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split
 
 
-def tensor_scores(model: nn.Module, data: TensorData, samples: int) -> dict[str, float]:
+def tensor_scores(model: nn.Module, data: Split, samples: int) -> dict[str, float]:
     """Mean |dL/dw| per parameter tensor on the first ``samples`` examples (eval mode)."""
     was_training = model.training
     model.eval()  # no dropout: the score is a property of the weights and the data
@@ -66,7 +66,7 @@ def select_by_budget(scores: dict[str, float], sizes: dict[str, int], fraction: 
 
 def importance_selection(
     model: nn.Module,
-    client_data: Callable[[int], TensorData],
+    client_data: Callable[[int], Split],
     num_clients: int,
     fraction: float,
     samples: int,

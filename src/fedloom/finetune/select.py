@@ -12,6 +12,7 @@ from fedloom.core.seeding import generator
 from fedloom.finetune.importance import importance_selection, select_by_budget, weight_scores
 from fedloom.finetune.lora import LORA_MARK, inject_lora
 from fedloom.parts import Parts
+from fedloom.report.progress import phase
 
 Selector = Callable[[Parts], set[str]]
 SELECTORS: dict[str, Selector] = {}
@@ -77,13 +78,14 @@ def _importance(parts: Parts) -> set[str]:
         parts.notes["finetune_importance"] = {n: scores[n] for n in sorted(chosen)}
         return chosen
     # with DP, importance on the clients' data is refused at config time (fedloom.compat)
-    chosen, scores = importance_selection(
-        parts.model,
-        parts.client_data or parts.data.client,
-        parts.config.clients.num,
-        cfg.fraction,
-        cfg.importance_samples,
-    )
+    with phase("importance pass"):
+        chosen, scores = importance_selection(
+            parts.model,
+            parts.client_data or parts.data.client,
+            parts.config.clients.num,
+            cfg.fraction,
+            cfg.importance_samples,
+        )
     parts.notes["finetune_importance"] = {n: scores[n] for n in sorted(chosen)}
     return chosen
 

@@ -11,7 +11,7 @@ import logging
 import torch
 from torch import nn
 
-from fedloom.client.task import prediction
+from fedloom.client.task import forward_inputs, prediction
 from fedloom.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _outputs_for(model: nn.Module, example: torch.Tensor) -> object:
+def _outputs_for(model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> object:
     """The model's output on ``example`` (a batch of one), leaving no trace on the model.
 
     Eval mode (no dropout draws, no batch-norm statistics updates) and a forked RNG, so
@@ -31,18 +31,23 @@ def _outputs_for(model: nn.Module, example: torch.Tensor) -> object:
     was_training = model.training
     param = next(model.parameters(), None)
     if param is not None:
-        example = example.to(param.device)
+        device = param.device
+        example = (
+            {k: v.to(device) for k, v in example.items()}
+            if isinstance(example, dict)
+            else example.to(device)
+        )
     model.eval()
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            return model(example)
+            return forward_inputs(model, example)  # a dict batch: model(**example)
     finally:
         model.train(was_training)
 
 
 def check_model_fits(
     model: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | dict[str, torch.Tensor],
     num_classes: int | None,
     *,
     model_name: str,
@@ -56,7 +61,11 @@ def check_model_fits(
     ``num_classes=None`` (a task other than classification) checks only that the model
     takes the inputs and returns a prediction (a tensor, ``.logits`` or ``{"logits"}``).
     """
-    shape = tuple(example.shape[1:])
+    shape: object = (
+        {k: tuple(v.shape[1:]) for k, v in example.items()}
+        if isinstance(example, dict)
+        else tuple(example.shape[1:])
+    )
     try:
         out = _outputs_for(model, example)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:

@@ -116,9 +116,16 @@ def grpc_feature(parts: Parts) -> None:
 
     settings = server_settings(net, [str(k) for k in range(parts.config.clients.num)])
     # an upload larger than the largest encoding of this model's update is refused unread
-    state = {n: t for n, t in state_of(parts.model).items() if parts.trainable(n)}
-    spec = UpdateSpec.of({**state, **parts.strategy.update_extras(state)}, 0)
-    limit = upload_limit(spec.shapes, spec.dtypes, parts.up, net.max_message_bytes)
+    state = parts.initial_state or {
+        n: t for n, t in state_of(parts.model).items() if parts.trainable(n)
+    }
+    specs = [  # one per model the strategy keeps (FedDF: per architecture)
+        UpdateSpec.of({**view, **parts.strategy.update_extras(view)}, 0)
+        for view in parts.strategy.views(state).values()
+    ]
+    limit = max(
+        upload_limit(spec.shapes, spec.dtypes, parts.up, net.max_message_bytes) for spec in specs
+    )
     parts.max_update_bytes = limit
     parts.min_updates = net.min_clients
 

@@ -32,7 +32,7 @@ from fedloom.client.context import FitContext, TrainResult
 from fedloom.client.trainer import LocalTrainer, TrainConfig
 from fedloom.core.seeding import generator
 from fedloom.core.tensors import Tensors
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split
 from fedloom.privacy.central import CentralDPStrategy, DPSumAggregator
 from fedloom.privacy.clipping import clip_update
 from fedloom.privacy.noise import NoiseSource
@@ -78,7 +78,7 @@ class CanaryTrainer(LocalTrainer):
     def train(
         self,
         model: nn.Module,
-        data: TensorData,
+        data: Split,
         gen: torch.Generator,
         ctx: FitContext | None = None,
     ) -> TrainResult:

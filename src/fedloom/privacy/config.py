@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PrivacyMode = Literal["none", "central", "local", "dpsgd"]
+PrivacyMode = Literal["none", "central", "local", "dpsgd", "distributed"]
 AccountantName = Literal["rdp", "prv"]
 ScheduleName = Literal["constant", "linear", "cosine", "step"]
 
@@ -39,7 +39,9 @@ class PrivacyConfig(BaseModel):
     mode: PrivacyMode = "none"
     """``central``: user-level DP-FedAvg (trusted server clips, sums, noises);
     ``local``: each client clips and noises its own update; ``dpsgd``: sample-level
-    DP-SGD inside each client's training (Opacus); ``none``: no privacy."""
+    DP-SGD inside each client's training (Opacus); ``distributed``: with
+    ``secure.mode=secagg``, each client adds its share of discrete Gaussian noise to its
+    clipped, rotated update (Kairouz, Liu, Steinke 2021); ``none``: no privacy."""
     clip: float = Field(1.0, gt=0)
     """L2 bound on one client's update (central, local) or one sample's gradient (dpsgd);
     the initial clip when ``adaptive_clip`` is on."""

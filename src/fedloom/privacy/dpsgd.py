@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from fedloom.client.context import FitContext, TrainResult
 from fedloom.client.trainer import LocalTrainer, TrainConfig, planned_steps
 from fedloom.core.errors import ConfigError
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split
 from fedloom.parts import Parts
 from fedloom.privacy.accountant import Accountant
 from fedloom.privacy.budget import budget_guard, report
@@ -272,7 +272,7 @@ class DPSGDTrainer(LocalTrainer):
     def train(
         self,
         model: nn.Module,
-        data: TensorData,
+        data: Split,
         gen: torch.Generator,
         ctx: FitContext | None = None,
     ) -> TrainResult:

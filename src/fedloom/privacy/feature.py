@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from fedloom.core.errors import ConfigError
 from fedloom.parts import Parts
+from fedloom.privacy.config import PrivacyConfig
+from fedloom.report.progress import phase
 from fedloom.server.sampler import UniformSampler
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,11 @@ RELEASE_WARNING = (
 )
 
 Builder = Callable[[Parts], None]
+
+
+def calibrates(cfg: PrivacyConfig) -> bool:
+    """Whether building the mode solves for noise or rates (a target ε or tiers)."""
+    return cfg.noise_multiplier is None or bool(cfg.tiers)
 
 
 def _central(parts: Parts) -> None:
@@ -42,8 +50,18 @@ def _dpsgd(parts: Parts) -> None:
     build_dpsgd(parts)
 
 
+def _distributed(parts: Parts) -> None:
+    """Nothing here: the noise is part of secure aggregation's encoding, which the
+    ``secure`` feature builds with its accountant (``fedloom.privacy.ddg``)."""
+
+
 # Opacus is imported only when a mode needs it (it is the ``privacy`` extra).
-_MODES: dict[str, Builder] = {"central": _central, "local": _local, "dpsgd": _dpsgd}
+_MODES: dict[str, Builder] = {
+    "central": _central,
+    "local": _local,
+    "dpsgd": _dpsgd,
+    "distributed": _distributed,
+}
 
 
 def apply_privacy(parts: Parts) -> None:
@@ -60,7 +78,8 @@ def apply_privacy(parts: Parts) -> None:
     if cfg.release_client_info:
         log.warning(RELEASE_WARNING)
     try:
-        _MODES[mode](parts)
+        with phase("privacy calibration") if calibrates(cfg) else nullcontext():
+            _MODES[mode](parts)
     except ModuleNotFoundError as missing:
         raise ConfigError(
             [f"privacy.mode={mode} needs {missing.name}: pip install 'fedloom[privacy]'"]

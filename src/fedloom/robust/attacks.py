@@ -17,7 +17,7 @@ from fedloom.client.context import FitContext, UpdateHook
 from fedloom.core.registry import REGISTRY
 from fedloom.core.seeding import generator
 from fedloom.core.tensors import Tensors
-from fedloom.data.base import TensorData
+from fedloom.data.base import Split, TensorData
 from fedloom.robust.config import AttackConfig
 
 
@@ -45,7 +45,7 @@ def gaussian(update: Tensors, ctx: FitContext, config: AttackConfig) -> Tensors:
 
 
 UpdateAttack = Callable[[Tensors, FitContext, AttackConfig], Tensors]
-DataAttack = Callable[[TensorData, int], TensorData]
+DataAttack = Callable[[Split, int], Split]
 
 
 def attack_hook(config: AttackConfig, attackers: frozenset[str]) -> UpdateHook:
@@ -58,20 +58,20 @@ def attack_hook(config: AttackConfig, attackers: frozenset[str]) -> UpdateHook:
     return hook
 
 
-def flip_labels(data: TensorData, num_classes: int) -> TensorData:
+def flip_labels(data: Split, num_classes: int) -> Split:
     """Every label ``y`` becomes ``C − 1 − y``: a consistent, maximally wrong relabelling."""
     return TensorData(data.x, num_classes - 1 - data.y)
 
 
 def poisoned_data(
     poison: DataAttack,
-    client_data: Callable[[int], TensorData],
+    client_data: Callable[[int], Split],
     num_classes: int,
     attackers: frozenset[str],
-) -> Callable[[int], TensorData]:
+) -> Callable[[int], Split]:
     """An attack of capability ``data``: attackers train on ``poison(data, num_classes)``."""
 
-    def data(k: int) -> TensorData:
+    def data(k: int) -> Split:
         honest = client_data(k)
         return poison(honest, num_classes) if str(k) in attackers else honest
 

@@ -15,8 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedloom.core.errors import ConfigError, FedloomError, UpdateRejected
-
-MAX_BITS = 64  # vectors are uint64
+from fedloom.secure.config import MAX_BITS
 
 
 class EncodingConfig(BaseModel):

@@ -15,7 +15,7 @@ class StrategyConfig(BaseModel):
 
     name: str = "fedavg"
     """A registered strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox,
-    scaffold, fednova, or one a plugin registers."""
+    scaffold, fednova, feddf, fedmd (distillation), or one a plugin registers."""
     params: dict[str, Any] = Field(default_factory=dict)
     """The strategy's own settings, checked against its declared params model."""
     server_lr: float = Field(1.0, gt=0)

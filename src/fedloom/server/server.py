@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -17,7 +17,7 @@ from fedloom.core.errors import NON_FINITE, Diverged, NonFinite, UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
 from fedloom.server.sampler import Sampler
-from fedloom.server.strategy import Strategy
+from fedloom.server.strategy import Aggregator, Strategy, view_meta
 from fedloom.server.validate import ReplyMeta, UpdateSpec, check_reply
 from fedloom.server.weights import CappedClaims, Weighting
 from fedloom.transport.base import Failure, Transport
@@ -29,8 +29,14 @@ Instructions = Callable[[int, Sequence[str]], Mapping[str, Mapping[str, Any]]]
 """(round, sampled client ids) -> {client id: extra fields of its fit message}."""
 ReplyObserver = Callable[[int, str, Mapping[str, Any]], None]
 """(round, client id, the reply's meta) for every accepted update."""
+UpdateObserver = Callable[[int, str, Tensors], None]
+"""(round, client id, the decoded update) for every accepted update; it must not change it."""
 Evaluator = Callable[[Tensors], Mapping[str, float]]
 """The global state's metrics on the test split, e.g. {"test_accuracy": ..., "test_loss": ...}."""
+
+RoundReducer = Callable[[int, Sequence[str], "Aggregator", "RoundTally"], None]
+"""(round, sampled ids, aggregator, tally): combine this process's partial round with the
+other processes' (torch.distributed ranks), in place, so each holds the round's totals."""
 
 RoundCallback = Callable[["Server", dict[str, Any]], None]
 """Called after each round with the server and that round's metrics line."""
@@ -53,6 +59,18 @@ class RoundTally:
     non_finite: int = 0
     """Answers rejected or failed because they were non-finite (``NonFinite``)."""
     rejected: dict[str, str] = field(default_factory=dict)
+    bytes_down: int = 0
+    """Bytes sent after the fit messages (a phase's later exchanges)."""
+
+
+class RoundPhase(Protocol):
+    """Replaces a round's one fit exchange with its own (secure aggregation: several
+    exchanges whose outcome is one aggregate). It fills ``tally`` and returns the
+    aggregator the strategy applies."""
+
+    def collect(
+        self, server: Server, rnd: int, messages: Mapping[str, Message], tally: RoundTally
+    ) -> Aggregator: ...
 
 
 def _copied(state: tuple[Tensors, dict[str, Any]]) -> tuple[Tensors, dict[str, Any]]:
@@ -105,6 +123,9 @@ class Server:
         self.eval_every = eval_every
         expected = {**global_state, **strategy.update_extras(global_state)}
         self.spec = UpdateSpec.of(expected, max_update_bytes)
+        self._view_specs: dict[str, UpdateSpec] = {"": self.spec}
+        """The update spec of each view a strategy keeps (one model per architecture)."""
+        self.max_update_bytes = max_update_bytes
         self.weighting: Weighting = weighting or CappedClaims()
         """Whose numbers weight the updates; the default caps claims at 2x the median."""
         self._last_rejection: dict[str, str] = {}
@@ -116,6 +137,12 @@ class Server:
         self.observers: list[ReplyObserver] = []
         """See each accepted reply's meta (e.g. a client's evaluation); they must check
         it: it is the client's word."""
+        self.update_observers: list[UpdateObserver] = []
+        """See each accepted update as the server decoded it (e.g. its norm for tracking)."""
+        self.phase: RoundPhase | None = None
+        """Runs the round's exchanges instead of the plain fit exchange (None: plain)."""
+        self.reduce: RoundReducer | None = None
+        """Sums this rank's share of a round with the other ranks' (None: one process)."""
         self.round = 0
         self.stopped: str | None = None
         self.min_updates = min_updates
@@ -139,22 +166,30 @@ class Server:
     def run_round(self, rnd: int, last: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
         sampled = [self.client_ids[k] for k in self.sampler.sample(rnd)]
-        payload = self.down.encode(
-            {**self.global_state, **self.strategy.downlink_extras()}, downlink_key(rnd)
-        )
+        views = {cid: self.strategy.client_view(cid) for cid in sampled}
+        payloads = self._payloads(rnd, set(views.values()))
         config = self.strategy.fit_config(rnd)
         extra: dict[str, dict[str, Any]] = {}
         for instruct in self.instructions:
             for cid, fields in instruct(rnd, sampled).items():
                 extra.setdefault(cid, {}).update(fields)
         messages = {
-            cid: Message("fit", rnd, "server", payload, {**config, **extra.get(cid, {})})
+            cid: Message(
+                "fit",
+                rnd,
+                "server",
+                payloads[views[cid]],
+                {**config, **view_meta(views[cid]), **extra.get(cid, {})},
+            )
             for cid in sampled
         }
         bytes_down = sum(frame_size(m) for m in messages.values())
         aggregator = self.weighting.wrap(self.strategy.new_aggregator(rnd))
         tally = RoundTally()
-        for cid, reply in self.transport.exchange(messages):
+        replies = self.transport.exchange(messages) if self.phase is None else iter(())
+        if self.phase is not None:  # several exchanges, one aggregate (secure aggregation)
+            aggregator = self.phase.collect(self, rnd, messages, tally)
+        for cid, reply in replies:
             if isinstance(reply, Failure):
                 tally.failed.append(cid)
                 tally.non_finite += reply.diverged
@@ -171,10 +206,14 @@ class Server:
             self._last_rejection.pop(cid, None)
             for observe in self.observers:
                 observe(rnd, cid, reply.meta)
+            for watch in self.update_observers:
+                watch(rnd, cid, update)
             n = self.weighting.loss_weight(cid, meta.num_examples)
             if meta.train_loss is not None:
                 tally.loss_sum += meta.train_loss * n
                 tally.examples += n
+        if self.reduce is not None:
+            self.reduce(rnd, sampled, aggregator, tally)
         if self.stop_on_divergence:
             _check_not_diverged(rnd, aggregator.count, tally)
         if aggregator.count >= max(1, self.min_updates) or self.strategy.always_apply:
@@ -195,13 +234,30 @@ class Server:
                 aggregator.count,
                 max(1, self.min_updates),
             )
+        bytes_down += tally.bytes_down
         return self._metrics(rnd, last, aggregator.count, bytes_down, tally, start)
+
+    def _payloads(self, rnd: int, names: set[str]) -> dict[str, bytes]:
+        """The encoded weights of each view sent this round: one, the whole global state,
+        unless the strategy keeps several models (``Strategy.views``)."""
+        states = self.strategy.views(self.global_state)
+        extras = self.strategy.downlink_extras()
+        key = downlink_key(rnd)
+        return {name: self.down.encode({**states[name], **extras}, key) for name in sorted(names)}
+
+    def _spec(self, view: str) -> UpdateSpec:
+        """What an update of ``view`` must hold (its shapes do not change between rounds)."""
+        if view not in self._view_specs:
+            state = self.strategy.views(self.global_state)[view]
+            expected = {**state, **self.strategy.update_extras(state)}
+            self._view_specs[view] = UpdateSpec.of(expected, self.max_update_bytes)
+        return self._view_specs[view]
 
     def _decode(self, reply: Message, rnd: int, cid: str) -> tuple[Tensors, ReplyMeta]:
         """``check_reply``, where any other exception a hostile payload might still raise in
         a decoder is a rejection too (logged with its traceback): never a crashed server."""
         try:
-            return check_reply(reply, rnd, cid, self.spec, self.up)
+            return check_reply(reply, rnd, cid, self._spec(self.strategy.client_view(cid)), self.up)
         except UpdateRejected:
             raise
         except Exception as error:

@@ -114,6 +114,16 @@ class Strategy:
         """Round ``rnd``'s aggregator."""
         return self.aggregator_factory()
 
+    def views(self, global_state: Mapping[str, Tensor]) -> dict[str, Tensors]:
+        """The models the server sends, by view name: one, ``""``, the global state, unless
+        the strategy keeps several (FedDF: one per architecture). The server checks each
+        client's update against the shapes of its view."""
+        return {"": dict(global_state)}
+
+    def client_view(self, client_id: str) -> str:
+        """The view client ``client_id`` is sent and must update (``""`` unless several)."""
+        return ""
+
     def check_meta(self, client_id: str, meta: Mapping[str, Any]) -> None:
         """``UpdateRejected`` if a meta field this strategy reads is unusable."""
         for check in self.meta_checks:
@@ -174,6 +184,12 @@ class StrategyWrapper(Strategy):
     def new_aggregator(self, rnd: int) -> Aggregator:
         return self.inner.new_aggregator(rnd)
 
+    def views(self, global_state: Mapping[str, Tensor]) -> dict[str, Tensors]:
+        return self.inner.views(global_state)
+
+    def client_view(self, client_id: str) -> str:
+        return self.inner.client_view(client_id)
+
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         return self.inner.apply(global_state, aggregate)
 
@@ -182,6 +198,16 @@ class StrategyWrapper(Strategy):
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
         self.inner.load_state_dict(tensors, rest)
+
+
+VIEW_KEY = "model"
+"""Fit-message meta: the view (architecture) whose weights the payload holds; absent
+when the strategy keeps one global model."""
+
+
+def view_meta(view: str) -> dict[str, str]:
+    """The fit-message field naming ``view`` (none for the one global model)."""
+    return {VIEW_KEY: view} if view else {}
 
 
 def sgd(lr: float, momentum: float = 0.0) -> OptimizerFactory:

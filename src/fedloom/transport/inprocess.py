@@ -26,10 +26,13 @@ class InProcessTransport:
             try:
                 yield cid, self.handlers[cid](message)
             except Exception as error:  # a failing client must never stop the round
-                log.warning(
-                    "%s failed in round %d: %s", client_ref(cid), message.round, error_text(error)
-                )
-                if naming():  # the traceback may hold the client's own data and id
-                    traces.error("client %s, round %d", cid, message.round, exc_info=error)
-                diverged = isinstance(error, NonFinite)
-                yield cid, Failure(cid, f"{type(error).__name__}: {error}", diverged)
+                yield cid, client_failed(cid, message.round, error)
+
+
+def client_failed(cid: str, rnd: int, error: Exception) -> Failure:
+    """Log a simulated client's exception (one line; the traceback to ``clients.log``)
+    and turn it into the round's ``Failure`` for that client."""
+    log.warning("%s failed in round %d: %s", client_ref(cid), rnd, error_text(error))
+    if naming():  # the traceback may hold the client's own data and id
+        traces.error("client %s, round %d", cid, rnd, exc_info=error)
+    return Failure(cid, f"{type(error).__name__}: {error}", isinstance(error, NonFinite))
