@@ -112,7 +112,10 @@ def dimensions() -> dict[str, list[Value]]:
         "devices": [Value("devices", "devices", ("devices.enabled=true", "devices.dropout=0.2"))],
         "client_eval": [Value("client_eval", "client_eval", ("eval.client_fraction=0.5",))],
         "pool": [Value("pool", "pool", ("clients.lazy=on",))],
-        "secure": [Value("secure", "secagg", ("secure.mode=secagg",))],
+        "secure": [
+            Value("secure", "secagg", ("secure.mode=secagg",)),
+            Value("secure", "ckks", ("secure.mode=ckks",)),
+        ],
         "vectorize": [Value("vectorize", "vectorized", ("simulation.vectorize=on",))],
         "loggers": [
             Value("loggers", name, (f"loggers=[{name}]",))

@@ -248,3 +248,33 @@ def test_missing_backend_lines_name_the_switch_and_the_extra(
     ]
     with pytest.raises(ConfigError, match=r"fedloom\[mlflow\]"):
         load_config(None, ["logging.mlflow=true"])
+
+
+def test_default_store_without_database_drivers_is_the_local_mlruns_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    from fedloom.report.mlflow_logger import _default_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "sqlite:///mlflow.db")
+    drivers = importlib.util.find_spec("sqlalchemy") and importlib.util.find_spec("alembic")
+    expected = "sqlite:///mlflow.db" if drivers else (tmp_path / "mlruns").as_uri()
+    assert _default_uri(mlflow) == expected
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "http://tracker:5000")
+    assert _default_uri(mlflow) == "http://tracker:5000"
+
+
+def test_mlflow_with_no_uri_runs_against_the_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(
+        app, ["run", *BASE, "logging.mlflow=true", f"output_dir={tmp_path / 'run'}"]
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "mlflow.json").read_text())
+    if saved["tracking_uri"].startswith("file:"):
+        assert (tmp_path / "mlruns").is_dir()

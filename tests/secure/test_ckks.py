@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 pytest.importorskip("tenseal")
 
+from fedloom.config import load_config  # noqa: E402
 from fedloom.core.errors import ConfigError, UpdateRejected  # noqa: E402
+from fedloom.core.message import Message  # noqa: E402
 from fedloom.secure.authority import KeyAuthority, KeyAuthorityError  # noqa: E402
 from fedloom.secure.ckks import (  # noqa: E402
     CkksParams,
@@ -16,6 +21,7 @@ from fedloom.secure.ckks import (  # noqa: E402
     encrypt,
     load_public,
 )
+from tests.secure.test_secure_run import BASE, Tampering, _experiment, _weights  # noqa: E402
 
 PARAMS = CkksParams()
 
@@ -103,3 +109,56 @@ def test_key_authority_decrypts_one_sum_per_round() -> None:
         np.testing.assert_allclose(
             authority.decrypt_sum(2, total.serialized(), 3), [1.5, 2.5, 3.5], atol=1e-6
         )
+
+
+CKKS_RUN = [*BASE, "secure.mode=ckks", "secure.max_weight=1000"]
+
+
+def test_a_ckks_run_equals_plain_fedavg_and_hides_counts(tmp_path: Path) -> None:
+    # weights up to 1000 >= every client's example count: FedAvg's weights exactly
+    exp = _experiment(tmp_path / "c", "rounds=3", *CKKS_RUN[len(BASE) :])
+    secure = exp.run()
+    plain = _experiment(tmp_path / "p", "rounds=3").run()
+    gap = (_weights(secure) - _weights(plain)).abs().max().item()
+    assert gap < 1e-4  # CKKS's error is about 1e-7 per coordinate and round
+    line, base = secure.metrics[-1], plain.metrics[-1]
+    assert line["test_accuracy"] == pytest.approx(base["test_accuracy"], abs=0.003)
+    assert line["train_loss"] == pytest.approx(base["train_loss"], rel=1e-4)
+    assert line["num_clients"] == 8 and line["secure_aborted"] is None
+    # ciphertexts up: about 7.5x float32; the public context down once per client
+    assert line["bytes_up"] > 6 * base["bytes_up"]
+    public = len(exp.server.phase.public)  # type: ignore[union-attr]
+    assert secure.metrics[0]["bytes_down"] == line["bytes_down"] + 8 * public
+
+
+def test_forged_and_garbage_ckks_replies_are_rejected_and_the_round_goes_on(
+    tmp_path: Path,
+) -> None:
+    exp = _experiment(tmp_path / "c", "rounds=2", "secure.mode=ckks")
+
+    def tamper(cid: str, sent: Message, reply: Message) -> Message | None:
+        if cid == "1":
+            return dataclasses.replace(reply, payload=b"\x00" * 64)
+        if cid == "2":
+            return dataclasses.replace(reply, sender="3")
+        if cid == "4":
+            return dataclasses.replace(reply, kind="fit_result")
+        return None
+
+    exp.server.transport = Tampering(exp.server.transport, tamper)
+    result = exp.run()
+    for line in result.metrics:
+        assert line["num_rejected"] == 3 and line["num_clients"] == 5
+    assert np.isfinite(_weights(result).numpy()).all()
+    assert result.metrics[-1]["test_accuracy"] > 0.5
+
+
+def test_ckks_refuses_what_needs_each_update(tmp_path: Path) -> None:
+    for extra, named in [
+        ("strategy.aggregator=median", "strategy.aggregator=median"),
+        ("compression.up=int8", "compression.up=int8"),
+        ("privacy.mode=local privacy.noise_multiplier=1", "privacy.mode=local"),
+    ]:
+        with pytest.raises(ConfigError, match="secure.mode=ckks") as error:
+            load_config(None, ["secure.mode=ckks", *extra.split()])
+        assert named in str(error.value)

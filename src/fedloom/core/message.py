@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-Kind = Literal["fit", "fit_result", "error", "secagg", "secagg_result"]
-"""``secagg``/``secagg_result``: a secure-aggregation stage message (``fedloom.secure``)."""
+Kind = Literal["fit", "fit_result", "error", "secagg", "secagg_result", "ckks_result"]
+"""``secagg``/``secagg_result``: a secure-aggregation stage message (``fedloom.secure``);
+``ckks_result``: an update encrypted under CKKS (``fedloom.secure.ckks_round``)."""
 
 Payload: TypeAlias = "bytes | bytearray | memoryview"
 """Anything that exposes its bytes through the buffer protocol, one byte per item."""

@@ -24,7 +24,8 @@ class LoggingConfig(BaseModel):
     """Log params, every round's metrics and the final model and plots to MLflow."""
     mlflow_uri: str | None = None
     """MLflow tracking URI (``http://host:5000``, ``file:./mlruns``); unset: MLflow's own
-    default (``MLFLOW_TRACKING_URI``, else its local store)."""
+    default (``MLFLOW_TRACKING_URI``, else its local store; ``./mlruns`` where that store
+    needs SQLAlchemy and only ``mlflow-skinny`` is installed)."""
     mlflow_experiment: str = Field("fedloom", min_length=1)
     """MLflow experiment the runs are filed under (created when missing)."""
     wandb_project: str | None = Field(None, min_length=1)

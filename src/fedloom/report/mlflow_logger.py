@@ -8,6 +8,7 @@ run id is kept in ``<run_dir>/mlflow.json``, so ``fedloom resume`` continues tha
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -42,6 +43,16 @@ def _backend_error(uri: str, error: Exception) -> ConfigError:
     )
 
 
+def _default_uri(mlflow: Any) -> str:
+    """MLflow's own default, unless it is a database store whose drivers (SQLAlchemy and
+    Alembic) ``mlflow-skinny`` lacks: then the local folder ``./mlruns``, which it reads."""
+    uri = str(mlflow.get_tracking_uri())
+    missing = not all(map(importlib.util.find_spec, ("sqlalchemy", "alembic")))
+    if urlparse(uri).scheme.startswith("sqlite") and missing:
+        return Path("mlruns").resolve().as_uri()
+    return uri
+
+
 class MlflowLogger:
     def __init__(self, run_dir: Path) -> None:
         try:
@@ -61,7 +72,7 @@ class MlflowLogger:
         import mlflow
 
         saved = self._saved()
-        uri = saved.get("tracking_uri") or config.logging.mlflow_uri or mlflow.get_tracking_uri()
+        uri = saved.get("tracking_uri") or config.logging.mlflow_uri or _default_uri(mlflow)
         if is_file_store(uri):  # an explicit local store: MLflow 3 keeps it behind an opt-in
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:

@@ -7,6 +7,7 @@ is refused here, naming both keys.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from fedloom.core.errors import ConfigError
@@ -43,15 +44,20 @@ def secure_aggregation(cfg: FedConfig) -> list[str]:
     s = cfg.secure
     if s.mode == "none":
         return []
-    problems = _shape(cfg) + _server_side(cfg) + _privacy(cfg)
+    ckks = s.mode == "ckks"
+    problems = (_ckks_shape(cfg) if ckks else _shape(cfg)) + _server_side(cfg) + _privacy(cfg)
     up = cfg.compression.up
     if up != "none":
         sparse = up.split(":")[0] in ("topk", "randk")
         what = "sparsifies per client" if sparse else "re-encodes the update"
+        carried = (
+            "encrypts a dense float vector"
+            if ckks
+            else "masks a dense integer vector (its quantization, secure.quant_bits, is the "
+            "compression)"
+        )
         problems.append(
-            f"compression.up={up} {what}, but secure.mode=secagg masks a dense integer "
-            "vector (its quantization, secure.quant_bits, is the compression): use "
-            "compression.up=none"
+            f"compression.up={up} {what}, but secure.mode=secagg {carried}: use compression.up=none"
         )
     if cfg.network.mode != "simulation":
         problems.append(
@@ -70,7 +76,16 @@ def secure_aggregation(cfg: FedConfig) -> list[str]:
             p if "privacy.mode" in p else p.replace("secure.mode=secagg", named, 1)
             for p in problems
         ]
-    return problems
+    return [p.replace("secure.mode=secagg", f"secure.mode={s.mode}") for p in problems]
+
+
+def _ckks_shape(cfg: FedConfig) -> list[str]:
+    n = cfg.clients.per_round
+    if n < 2:
+        return [f"secure.mode=ckks needs clients.per_round >= 2 (a sum to hide in), got {n}"]
+    if importlib.util.find_spec("tenseal") is None:
+        return ["secure.mode=ckks needs TenSEAL: pip install 'fedloom[he]'"]
+    return []
 
 
 def _shape(cfg: FedConfig) -> list[str]:
@@ -125,6 +140,12 @@ def _privacy(cfg: FedConfig) -> list[str]:
         return [
             "privacy.mode=central clips and noises at the server, which under "
             "secure.mode=secagg never sees an update: use privacy.mode=distributed"
+        ]
+    if p.mode == "local" and s.mode == "ckks":
+        return [
+            "privacy.mode=local with secure.mode=ckks: local noise inside an encrypted sum "
+            "is not supported yet (use privacy.mode=none, or secure.mode=secagg with "
+            "privacy.mode=distributed)"
         ]
     if p.mode == "local":
         return [

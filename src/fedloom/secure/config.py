@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_BITS = 64
 """Secure vectors are uint64: the widest modulus is 2**64."""
 
-SecureMode = Literal["none", "secagg"]
+SecureMode = Literal["none", "secagg", "ckks"]
 
 
 class SecureConfig(BaseModel):
@@ -17,7 +17,9 @@ class SecureConfig(BaseModel):
 
     mode: SecureMode = "none"
     """``secagg``: every round is a SecAgg+ round (Bell et al. 2020): the server learns
-    only the sum of the clients' quantized, weighted updates; ``none``: plain updates."""
+    only the sum of the clients' quantized, weighted updates; ``ckks``: clients encrypt
+    their weighted updates under CKKS (TenSEAL), the server adds ciphertexts and a
+    separate key holder decrypts only the sum; ``none``: plain updates."""
     neighbors: int | None = Field(None, ge=1)
     """Neighbours each client masks with and shares its secrets among; unset: 6·log2(n)
     rounded up to even, capped at n − 1 (n = clients.per_round)."""
@@ -34,7 +36,7 @@ class SecureConfig(BaseModel):
     rounded stochastically (unbiased)."""
     max_weight: int = Field(1, ge=1)
     """Bound on a client's integer weight (its example count, capped); 1 weights every
-    client equally. The weights are summed securely, never seen one by one."""
+    client equally. The weights are summed securely (or encrypted), never seen one by one."""
     loss_clip: float = Field(10.0, gt=0)
     """Each client's training loss is clipped to [0, loss_clip] and summed securely."""
 

@@ -8,6 +8,7 @@ Gaussian noise and the accountant reports ε every round.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,9 +38,12 @@ def secure_feature(parts: Parts) -> None:
     s = cfg.secure
     if s.mode == "none":
         return
+    layout = update_layout(parts)
+    if s.mode == "ckks":
+        _ckks(parts, layout)
+        return
     n = cfg.clients.per_round
     k, t = round_shape(s, n)
-    layout = update_layout(parts)
     codec: VectorCodec
     if cfg.privacy.mode == "distributed":
         from fedloom.privacy.ddg import build_distributed
@@ -69,5 +73,38 @@ def secure_feature(parts: Parts) -> None:
 
     def build(handlers: Mapping[str, Handler]) -> Transport:
         return inner_factory(SecureHandlers(handlers, up, layout, codec))
+
+    parts.transport = build
+
+
+def _ckks(parts: Parts, layout: Layout) -> None:
+    """Start the key holder (its own process, stopped with the round phase), hand the
+    clients its public context, and make every round an encrypted sum."""
+    from fedloom.secure.authority import KeyAuthority
+    from fedloom.secure.ckks import CkksParams
+    from fedloom.secure.ckks_round import CkksClientHandler, CkksHandlers, CkksRound
+
+    params = CkksParams()
+    authority = KeyAuthority(params)
+    phase = CkksRound(authority, authority.public_context(), layout, params)
+    weakref.finalize(phase, authority.close)
+    parts.phase = phase
+    parts.instructions.append(phase.instruct)
+    parts.metric_sources.append(phase.metrics)
+    parts.notes["secure"] = {
+        "mode": "ckks",
+        "poly_modulus_degree": params.poly_modulus_degree,
+        "coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes),
+        "scale_bits": params.scale_bits,
+        "length": phase.length,
+    }
+    inner_factory, up = parts.transport, parts.up
+    max_weight = parts.config.secure.max_weight
+
+    def make(handler: Handler, cid: str) -> CkksClientHandler:
+        return CkksClientHandler(handler, cid, up, layout, phase.public, params, max_weight)
+
+    def build(handlers: Mapping[str, Handler]) -> Transport:
+        return inner_factory(CkksHandlers(handlers, make))
 
     parts.transport = build

@@ -18,7 +18,7 @@ from fedloom.core.message import Kind, Message, payload_bytes
 MAGIC = b"FLM1"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_SENDER_CHARS = 256
-_KINDS = ("fit", "fit_result", "error", "secagg", "secagg_result")
+_KINDS = ("fit", "fit_result", "error", "secagg", "secagg_result", "ckks_result")
 _FIELDS = frozenset(("kind", "round", "sender", "meta"))
 
 
