@@ -8,7 +8,9 @@ runs the same federation (cnn on scikit-learn's digits, ``rounds`` rounds, seed 
 plain FedAvg (float32 updates), FedAvg with int8 updates (``compression.up=int8``),
 and ``secure.mode=secagg`` with 0%, 10% and 30% of the clients going silent after their
 masked input in every round (the costly case: their self-masks are recovered from
-their neighbours' shares). It prints one markdown row per run:
+their neighbours' shares), and, when TenSEAL is installed, ``secure.mode=ckks`` (its
+row has the upload and accuracy; the public context, sent once per client, is not in
+the per-round columns). It prints one markdown row per run:
 
 - up B/client: every byte a client uploads in a round (for secagg: its keys, sealed
   shares, masked vector and unmask answers), and that in bits per model coordinate;
@@ -24,6 +26,7 @@ their neighbours' shares). It prints one markdown row per run:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import statistics
 import tempfile
@@ -36,7 +39,7 @@ from fedloom.config import load_config
 from fedloom.core.message import Message
 from fedloom.core.seeding import numpy_rng
 from fedloom.experiment import Experiment
-from fedloom.secure.round import SecureClientHandler
+from fedloom.secure.round import SecureClientHandler, SecureRound
 from fedloom.transport.base import Failure, Reply, Transport
 
 
@@ -79,7 +82,7 @@ def run(
         *extra,
     ]
     exp = Experiment(load_config(None, overrides))
-    secure = exp.server.phase is not None
+    secure = isinstance(exp.server.phase, SecureRound)  # CKKS rows: bytes and accuracy
     if secure:
         exp.server.transport = SilentAfterMasking(exp.server.transport, dropout, 0)
     start = time.perf_counter()
@@ -142,6 +145,10 @@ def main() -> None:
             for p in args.dropout:
                 secure = ["secure.mode=secagg", f"secure.clip={args.clip}"]
                 runs.append((f"secagg, {p:.0%} dropouts", secure, p))
+            if importlib.util.find_spec("tenseal") is not None:
+                runs.append(
+                    ("ckks (N=4096)", ["secure.mode=ckks", "secure.max_weight=100000"], 0.0)
+                )
             for name, extra, p in runs:
                 rounds = args.rounds if p == 0 else args.cost_rounds or args.rounds
                 r = run(n, rounds, extra, p, Path(tmp) / f"{n}-{name}", args.model)
