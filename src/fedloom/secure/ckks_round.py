@@ -27,7 +27,6 @@ from fedloom.secure.authority import KeyAuthority
 from fedloom.secure.ckks import CkksParams, EncryptedSum, encrypt, load_public
 from fedloom.secure.round import FixedAggregate
 from fedloom.secure.vector import Layout
-from fedloom.transport.base import Failure
 from fedloom.transport.inprocess import Handler
 from fedloom.transport.wire import frame_size
 
@@ -80,12 +79,9 @@ class CkksRound:
         tally.bytes_down += len(self.public) * len(new)
         self.informed.update(new)
         total = EncryptedSum(self.context, self.length, self.params)
-        for cid, reply in server.transport.exchange(messages):
-            if isinstance(reply, Failure):
-                tally.failed.append(cid)
-                tally.non_finite += reply.diverged
+        for cid, answer in server.transport.exchange(messages):
+            if (reply := tally.received(cid, answer)) is None:
                 continue
-            tally.bytes_up += frame_size(reply)
             try:
                 total.add(self._checked(reply, rnd, cid))
             except UpdateRejected as why:

@@ -43,7 +43,6 @@ from fedloom.secure.client import SecAggClient
 from fedloom.secure.errors import SecAggAborted
 from fedloom.secure.server import SecAggServer, SecureSum
 from fedloom.secure.vector import Decoded, Layout, VectorCodec
-from fedloom.transport.base import Failure
 from fedloom.transport.inprocess import Handler
 from fedloom.transport.wire import frame_size
 
@@ -194,13 +193,9 @@ class SecureRound:
     ) -> set[int]:
         """One stage's exchange; returns the round ids whose reply was accepted."""
         accepted: set[int] = set()
-        for cid, reply in server.transport.exchange(sent):
-            if isinstance(reply, Failure):
-                if cid not in tally.failed:
-                    tally.failed.append(cid)
-                tally.non_finite += reply.diverged
+        for cid, answer in server.transport.exchange(sent):
+            if (reply := tally.received(cid, answer)) is None:
                 continue
-            tally.bytes_up += frame_size(reply)
             try:
                 stage_message = self._checked(reply, rnd, cid, secagg)
                 self._timed(partial(secagg.receive, ids[cid], stage_message))

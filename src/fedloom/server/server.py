@@ -62,6 +62,17 @@ class RoundTally:
     bytes_down: int = 0
     """Bytes sent after the fit messages (a phase's later exchanges)."""
 
+    def received(self, cid: str, reply: Message | Failure) -> Message | None:
+        """Count one answer: a failure (listed once per client) or the reply's bytes.
+        Returns the reply when it is a message."""
+        if isinstance(reply, Failure):
+            if cid not in self.failed:
+                self.failed.append(cid)
+            self.non_finite += reply.diverged
+            return None
+        self.bytes_up += frame_size(reply)
+        return reply
+
 
 class RoundPhase(Protocol):
     """Replaces a round's one fit exchange with its own (secure aggregation: several
@@ -189,12 +200,9 @@ class Server:
         replies = self.transport.exchange(messages) if self.phase is None else iter(())
         if self.phase is not None:  # several exchanges, one aggregate (secure aggregation)
             aggregator = self.phase.collect(self, rnd, messages, tally)
-        for cid, reply in replies:
-            if isinstance(reply, Failure):
-                tally.failed.append(cid)
-                tally.non_finite += reply.diverged
+        for cid, answer in replies:
+            if (reply := tally.received(cid, answer)) is None:
                 continue
-            tally.bytes_up += frame_size(reply)
             try:
                 update, meta = self._decode(reply, rnd, cid)
                 self.strategy.check_meta(cid, reply.meta)
