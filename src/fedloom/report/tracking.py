@@ -95,7 +95,8 @@ class Tracking:
             for sink in sinks:
                 sink.close()
             raise
-        releases = bool(sinks) and not config.privacy.withholds_client_info
+        wanted = any(hasattr(sink, "log_histogram") for sink in sinks)  # norms cost per update
+        releases = wanted and not config.privacy.withholds_client_info
         return cls(sinks, UpdateNorms(model_names) if releases else None)
 
     def watch(self, server: Server) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -152,22 +152,3 @@ class CkksClientHandler:
             self._context = load_public(self.public)
         chunks = encrypt(self._context, vector, self.params)
         return Message(REPLY_KIND, message.round, self.cid, pack(chunks), {})
-
-
-class CkksHandlers(Mapping[str, CkksClientHandler]):
-    """Every client's handler wrapped on first use (a lazy pool of clients stays lazy)."""
-
-    def __init__(self, inner: Mapping[str, Handler], make: Any) -> None:
-        self.inner, self.make = inner, make
-        self._built: dict[str, CkksClientHandler] = {}
-
-    def __getitem__(self, cid: str) -> CkksClientHandler:
-        if cid not in self._built:
-            self._built[cid] = self.make(self.inner[cid], cid)
-        return self._built[cid]
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.inner)

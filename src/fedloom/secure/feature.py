@@ -18,7 +18,7 @@ from fedloom.core.tensors import state_of
 from fedloom.parts import Parts
 from fedloom.secure.checks import round_shape
 from fedloom.secure.encoding import EncodingConfig, resolve_bits
-from fedloom.secure.round import SecureHandlers, SecureRound
+from fedloom.secure.round import SecureClientHandler, SecureRound, WrappedHandlers
 from fedloom.secure.vector import Layout, QuantizedSum, VectorCodec
 from fedloom.transport.base import Transport
 from fedloom.transport.inprocess import Handler
@@ -72,7 +72,11 @@ def secure_feature(parts: Parts) -> None:
     inner_factory, up = parts.transport, parts.up
 
     def build(handlers: Mapping[str, Handler]) -> Transport:
-        return inner_factory(SecureHandlers(handlers, up, layout, codec))
+        return inner_factory(
+            WrappedHandlers(
+                handlers, lambda inner, cid: SecureClientHandler(inner, cid, up, layout, codec)
+            )
+        )
 
     parts.transport = build
 
@@ -82,7 +86,7 @@ def _ckks(parts: Parts, layout: Layout) -> None:
     clients its public context, and make every round an encrypted sum."""
     from fedloom.secure.authority import KeyAuthority
     from fedloom.secure.ckks import CkksParams
-    from fedloom.secure.ckks_round import CkksClientHandler, CkksHandlers, CkksRound
+    from fedloom.secure.ckks_round import CkksClientHandler, CkksRound
 
     params = CkksParams()
     authority = KeyAuthority(params)
@@ -105,6 +109,6 @@ def _ckks(parts: Parts, layout: Layout) -> None:
         return CkksClientHandler(handler, cid, up, layout, phase.public, params, max_weight)
 
     def build(handlers: Mapping[str, Handler]) -> Transport:
-        return inner_factory(CkksHandlers(handlers, make))
+        return inner_factory(WrappedHandlers(handlers, make))
 
     parts.transport = build

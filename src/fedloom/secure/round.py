@@ -25,10 +25,10 @@ import binascii
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from torch import Tensor
@@ -319,20 +319,21 @@ def _parse_setup(field_value: Any) -> tuple[int, wire.RoundSetup]:
     return own_id, setup
 
 
-class SecureHandlers(Mapping[str, "SecureClientHandler"]):
-    """Every client's handler, answering the secure stages; built on first use, so a
-    lazy pool of clients stays lazy, and kept, since a round spans several exchanges."""
+H = TypeVar("H", bound=Handler)
 
-    def __init__(
-        self, inner: Mapping[str, Handler], up: Codec, layout: Layout, codec: VectorCodec
-    ) -> None:
-        self.inner, self.up, self.layout, self.codec = inner, up, layout, codec
-        self._built: dict[str, SecureClientHandler] = {}
 
-    def __getitem__(self, cid: str) -> SecureClientHandler:
+class WrappedHandlers(Mapping[str, H]):
+    """Every client's handler wrapped by ``make(handler, client id)`` (a secure round's
+    client side); built on first use, so a lazy pool of clients stays lazy, and kept,
+    since a round spans several exchanges."""
+
+    def __init__(self, inner: Mapping[str, Handler], make: Callable[[Handler, str], H]) -> None:
+        self.inner, self.make = inner, make
+        self._built: dict[str, H] = {}
+
+    def __getitem__(self, cid: str) -> H:
         if cid not in self._built:
-            handler = self.inner[cid]
-            self._built[cid] = SecureClientHandler(handler, cid, self.up, self.layout, self.codec)
+            self._built[cid] = self.make(self.inner[cid], cid)
         return self._built[cid]
 
     def __contains__(self, cid: object) -> bool:
@@ -345,6 +346,6 @@ class SecureHandlers(Mapping[str, "SecureClientHandler"]):
         return iter(self.inner)
 
     @property
-    def built(self) -> dict[str, SecureClientHandler]:
+    def built(self) -> dict[str, H]:
         """The handlers used so far."""
         return dict(self._built)
