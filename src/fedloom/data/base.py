@@ -191,14 +191,7 @@ def as_split(
     settings = settings or LoaderSettings()
     if isinstance(ds, TensorDataset) and settings.collate is None:
         return from_torch_dataset(ds, token_inputs=token_inputs)
-    try:
-        size = len(ds)  # type: ignore[arg-type]
-    except TypeError as err:
-        raise DataError(
-            f"{type(ds).__name__} has no len(); fedloom needs a map-style Dataset"
-        ) from err
-    if size == 0:
-        raise DataError(f"{type(ds).__name__} is empty")
+    size = _size(ds, "fedloom")
     if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
         targets: torch.Tensor | None = _standard(ds.tensors[1].detach(), "y")
     else:
@@ -267,15 +260,21 @@ def _inputs(x: torch.Tensor, token_inputs: bool) -> torch.Tensor:
     return x.to(torch.float32)
 
 
-def _from_items(ds: Dataset[Any], token_inputs: bool) -> TensorData:
+def _size(ds: Dataset[Any], reader: str) -> int:
+    """``len(ds)``, which must exist and be positive (``reader`` names who needs it)."""
     try:
         size = len(ds)  # type: ignore[arg-type]
     except TypeError as err:
         raise DataError(
-            f"{type(ds).__name__} has no len(); from_torch_dataset needs a map-style Dataset"
+            f"{type(ds).__name__} has no len(); {reader} needs a map-style Dataset"
         ) from err
     if size == 0:
         raise DataError(f"{type(ds).__name__} is empty")
+    return size
+
+
+def _from_items(ds: Dataset[Any], token_inputs: bool) -> TensorData:
+    size = _size(ds, "from_torch_dataset")
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     for i in range(size):
