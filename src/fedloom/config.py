@@ -12,7 +12,7 @@ import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,7 +45,7 @@ from fedloom.robust.config import AttackConfig
 from fedloom.secure.config import SecureConfig
 from fedloom.server.config import StrategyConfig
 from fedloom.simulation.config import DevicesConfig
-from fedloom.simulation.engine import SimulationConfig
+from fedloom.simulation.engine import SimulationConfig, Switch
 
 
 class ClientsConfig(BaseModel):
@@ -58,19 +58,13 @@ class ClientsConfig(BaseModel):
     fraction: float | None = Field(None, gt=0, le=1)
     """Share of the clients sampled each round, rounded up (at least 1); give this or
     ``per_round``, not both."""
-    lazy: Literal["auto", "on", "off"] = "auto"
+    lazy: Switch = "auto"
     """Build a simulated client (its data, its state) only when a round samples it: ``on``,
     ``off`` (all up front), or ``auto`` (on above 1000 clients or with an on-demand
     dataset such as synthetic_lazy)."""
     models: list[ModelShare] = Field(default_factory=list)
     """Architectures of a heterogeneous federation: ``{model: NAME, fraction: F}`` or
     ``{model: NAME, clients: [ids]}`` entries; empty: every client has ``model.name``."""
-
-    @field_validator("lazy", mode="before")
-    @classmethod
-    def _yaml_switch(cls, value: object) -> object:
-        """YAML reads a bare ``on``/``off`` as a boolean: take it as the word."""
-        return ("on" if value else "off") if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _models_cover(self) -> ClientsConfig:
