@@ -2,14 +2,19 @@
 architectures, and FedMD; prints a Markdown table of accuracy and traffic.
 
     .venv/bin/python bench/distill.py                     # digits, then MNIST
-    .venv/bin/python bench/distill.py --task digits --rounds 20
+    .venv/bin/python bench/distill.py --task digits --rounds 20 --seeds 0,1,2,3,4
     .venv/bin/python bench/distill.py --task mnist --data ../shared/data/mnist
+    .venv/bin/python bench/distill.py --task digits --skip FedMD   # every method but FedMD
+    .venv/bin/python bench/distill.py --only "FedDF, mlp" --set distill.step_scale=null
 
 Every task: Dirichlet(α=0.1) over 20 clients, 10 sampled per round, the same number of
 rounds for every method, seeded. FedDF and FedMD hold out 10% of the training data,
-unlabeled, as distillation data / public set (the clients train on the other 90%);
-FedAvg trains on all of it. MNIST is its official test set (10,000 images), of which
-20% is the test split and the rest is divided among the clients.
+unlabeled, as distillation data / public set (the clients train on the other 90%).
+FedAvg runs twice: on all the training data, and on the same clients' 90% (FedDF with
+``distill.steps=0``, which is FedAvg exactly). MNIST is its official test set (10,000
+images), of which 20% is the test split and the rest is divided among the clients.
+With several seeds a row shows the mean and each seed's accuracy; wall and CPU seconds
+are the totals over the seeds.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ COMMON = [
     "train.local_epochs=1",
     "train.batch_size=32",
     "train.lr=0.05",
-    "seed=0",
     "compute.threads=1",
 ]
 THREE = (
@@ -44,8 +48,23 @@ TWO = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: logreg, fraction
 
 def runs(mix: str, label: str) -> dict[str, list[str]]:
     return {
-        "FedAvg (mlp_2nn)": ["strategy.name=fedavg", "model.name=mlp_2nn"],
+        "FedAvg (mlp_2nn), all training data": ["strategy.name=fedavg", "model.name=mlp_2nn"],
+        "FedAvg (mlp_2nn), the clients' 90%": [
+            "strategy.name=feddf",
+            "model.name=mlp_2nn",
+            "distill.steps=0",
+        ],
         "FedDF, one arch (mlp_2nn)": ["strategy.name=feddf", "model.name=mlp_2nn"],
+        "FedDF, one arch, Adam at a fixed lr 1e-3": [
+            "strategy.name=feddf",
+            "model.name=mlp_2nn",
+            "distill.step_scale=null",
+        ],
+        "FedDF, one arch, SGD lr 0.01": [
+            "strategy.name=feddf",
+            "model.name=mlp_2nn",
+            "distill.optimizer=sgd",
+        ],
         f"FedDF, {label}": ["strategy.name=feddf", "model.name=mlp_2nn", mix],
         f"FedMD, {label}": ["strategy.name=fedmd", "model.name=mlp_2nn", mix],
     }
@@ -63,7 +82,7 @@ def tasks(data_dir: Path) -> dict[str, tuple[list[str], str, str]]:
 
 
 def run_one(overrides: list[str], out: Path) -> dict[str, Any]:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = Experiment(load_config(None, [*overrides, f"output_dir={out}"])).run()
     last = result.metrics[-1]
     return {
@@ -73,45 +92,75 @@ def run_one(overrides: list[str], out: Path) -> dict[str, Any]:
         "mb_up": sum(m["bytes_up"] for m in result.metrics) / 1e6,
         "mb_down": sum(m["bytes_down"] for m in result.metrics) / 1e6,
         "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
     }
 
 
-def row(task: str, rounds: int, name: str, r: dict[str, Any]) -> str:
-    others = ", ".join(f"{a} {v:.3f}" for a, v in (r["by_model"] or {}).items())
-    if r["client_min"] is not None:
-        others = f"client mean {r['accuracy']:.3f}, min {r['client_min']:.3f}"
-    return (
-        f"| {task} | {rounds} | {name} | {r['accuracy']:.3f} | {others or '-'} | "
-        f"{r['mb_up']:.2f} | {r['mb_down']:.2f} | {r['wall_s']:.0f} |"
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def row(task: str, rounds: int, name: str, results: list[dict[str, Any]]) -> str:
+    """One table row: means over the seeds' ``results`` (each seed's accuracy listed)."""
+    accuracy = mean([r["accuracy"] for r in results])
+    seeds = (
+        "" if len(results) == 1 else " (" + ", ".join(f"{r['accuracy']:.3f}" for r in results) + ")"
     )
+    archs = list(results[0]["by_model"] or {})
+    others = ", ".join(f"{a} {mean([r['by_model'][a] for r in results]):.3f}" for a in archs)
+    if results[0]["client_min"] is not None:
+        low = mean([r["client_min"] for r in results])
+        others = f"client mean {accuracy:.3f}, min {low:.3f}"
+    up, down = mean([r["mb_up"] for r in results]), mean([r["mb_down"] for r in results])
+    return (
+        f"| {task} | {rounds} | {name} | {accuracy:.3f}{seeds} | {others or '-'} | "
+        f"{up:.2f} | {down:.2f} | "
+        f"{sum(r['wall_s'] for r in results):.0f} | {sum(r['cpu_s'] for r in results):.0f} |"
+    )
+
+
+def chosen_methods(names: list[str], only: str | None, skip: str | None) -> list[str]:
+    """``names`` that contain one of ``only``'s comma-separated parts (all when unset)
+    and none of ``skip``'s."""
+    keep = [n for n in names if only is None or any(p in n for p in only.split(","))]
+    return [n for n in keep if skip is None or not any(p in n for p in skip.split(","))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["digits", "mnist", "both"], default="both")
-    parser.add_argument("--rounds", type=int, default=None, help="default: 10 digits, 5 MNIST")
-    parser.add_argument("--only", default=None, help="run only methods whose name has this")
+    parser.add_argument("--rounds", type=int, default=None, help="default: 20 digits, 10 MNIST")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--only", default=None, help="run only methods whose name has one of these")
+    parser.add_argument("--skip", default=None, help="skip methods whose name has one of these")
+    parser.add_argument(
+        "--set", action="append", default=[], help="an extra override for every run (repeatable)"
+    )
     parser.add_argument(
         "--data", type=Path, default=Path(__file__).parents[1] / "../shared/data/mnist"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    seeds = [int(s) for s in args.seeds.split(",")]
     chosen = ["digits", "mnist"] if args.task == "both" else [args.task]
     print(
-        "| data | rounds | method | test accuracy (first arch) | per model "
-        "| MB up | MB down | wall s |"
+        f"seeds {seeds}\n\n| data | rounds | method | test accuracy (first arch) | per model "
+        "| MB up | MB down | wall s | CPU s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for task in chosen:
             data, mix, label = tasks(args.data)[task]
-            rounds = args.rounds or (10 if task == "digits" else 5)
-            for name, method in runs(mix, label).items():
-                if args.only and args.only not in name:
-                    continue
-                overrides = [*COMMON, *data, *method, f"rounds={rounds}", f"eval_every={rounds}"]
-                out = Path(tmp) / f"{task}-{len(name)}-{abs(hash(name))}"
-                print(row(task, rounds, name, run_one(overrides, out)), flush=True)
+            rounds = args.rounds or (20 if task == "digits" else 10)
+            methods = runs(mix, label)
+            for name in chosen_methods(list(methods), args.only, args.skip):
+                base = [*COMMON, *data, *methods[name], f"rounds={rounds}", f"eval_every={rounds}"]
+                base += args.set
+                results = [
+                    run_one([*base, f"seed={seed}"], Path(tmp) / f"{task}-{abs(hash(name))}-{seed}")
+                    for seed in seeds
+                ]
+                print(row(task, rounds, name, results), flush=True)
 
 
 if __name__ == "__main__":

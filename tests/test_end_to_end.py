@@ -70,6 +70,14 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert strip(a) != strip(c)
 
 
+def _checkpointed(run_dir: Path) -> int | None:
+    """The round of the committed checkpoint in ``run_dir`` (None: none yet)."""
+    try:
+        return int(json.loads((run_dir / "checkpoint" / "state.json").read_text())["round"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedloom.cli", *args]
 
@@ -115,6 +123,8 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     )
     try:
         wait_until(marker.exists, 120, "the run reaches round 4", [proc])
+        # round 3's checkpoint commits in the background while round 4 runs
+        wait_until(lambda: _checkpointed(killed_dir) == 3, 60, "checkpoint 3", [proc])
         sigkill(proc)
     finally:
         if proc.poll() is None:

@@ -31,6 +31,7 @@ from fedloom.config import FedConfig, load_config, to_yaml
 from fedloom.core.clientref import naming_clients
 from fedloom.core.device import resolve_device
 from fedloom.core.errors import ConfigError, DataError, FedloomError
+from fedloom.core.heap import frozen_heap
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors, clone, state_of
 from fedloom.data.base import FederatedDataset, Split
@@ -55,6 +56,7 @@ from fedloom.rundir import (
     record_resume,
 )
 from fedloom.server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedloom.server.checkpoint_writer import CheckpointWriter
 from fedloom.server.server import Server
 from fedloom.server.validate import UpdateSpec
 from fedloom.simulation.pool import (
@@ -261,6 +263,8 @@ class Experiment:
         self.clients: Clients = self._build_clients(ids) if simulated else {}
         self.server = self._build_server(self.parts, ids)
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.writer = CheckpointWriter(self.run_dir / "checkpoint", background=simulated)
+        """Writes a simulation's checkpoints while the next round runs (``run`` waits)."""
         self.started = time.perf_counter()
 
     def _build_clients(self, ids: list[str]) -> Clients:
@@ -329,17 +333,19 @@ class Experiment:
         # round r's journal is sealed before the checkpoint of r, committed after it
         stage_states(self.clients, self.store, server.round)
         self.store.seal(server.round)
-        save_checkpoint(
-            self.run_dir / "checkpoint",
-            Checkpoint(
-                server.round,
-                server.global_state,
-                tensors,
-                rest,
-                {},
-                extra={key: part.state_dict() for key, part in self.stateful.items()},
-            ),
+        ckpt = Checkpoint(
+            server.round,
+            server.global_state,
+            tensors,
+            rest,
+            {},
+            extra={key: part.state_dict() for key, part in self.stateful.items()},
         )
+        if self.store.layout is None:  # no client rows to commit after it: in the background
+            self.writer.submit(ckpt)
+            return
+        self.writer.wait()
+        save_checkpoint(self.run_dir / "checkpoint", ckpt)
         self.store.commit(server.round)
 
     def restore(self) -> int:
@@ -373,22 +379,28 @@ class Experiment:
     def run(self, on_round: RoundHook | None = None, *, overwrite: bool = False) -> RunResult:
         """Run the remaining rounds. A fresh run refuses a non-empty run directory
         unless ``overwrite``, which clears it first (the config's own inputs are kept)."""
+        with frozen_heap():  # the garbage collector skips what lives through the run
+            return self._run(on_round, overwrite)
+
+    def _run(self, on_round: RoundHook | None, overwrite: bool) -> RunResult:
         if self.server.round == 0:
             self._prepare_run_dir(overwrite)
         tracking = Tracking.start(self.run_dir, self.config, list(self.server.global_state))
         self.server.callbacks = [lambda s, m: self.metrics_log.append(m), self._checkpoint]
         tracking.watch(self.server)  # loggers, then the caller's hook
-        if on_round is not None:
-            self.server.callbacks.append(lambda s, m: on_round(m))
+        if on_round is not None:  # it sees the round's checkpoint on disk
+            self.server.callbacks.append(lambda s, m: self.writer.then(on_round, m))
         try:
             with (
                 naming_clients(not self.config.privacy.withholds_client_info),
                 _client_log(self.run_dir / "clients.log"),
             ):
                 final = self.server.run(self.config.rounds)
+            self.writer.close()
             result = self._save_results(final)
             tracking.finish(self.run_dir)
         finally:
+            self.writer.close()
             tracking.close()
         return result
 

@@ -79,6 +79,12 @@ class Parts:
     transport: Callable[[Mapping[str, Handler]], Transport] = InProcessTransport
     phase: RoundPhase | None = None
     """Runs each round's exchanges instead of the plain fit exchange (secure aggregation)."""
+    client_handler: Callable[[Handler, str], Handler] | None = None
+    """Wraps client ``cid``'s handler so it answers the round phase's own messages (a
+    secure round's stages), in the simulation and in a networked client process alike."""
+    stage_reply_bytes: int = 0
+    """Largest reply to the round phase's own messages (a masked input), which the gRPC
+    feature reads besides the largest update."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts a feature reports for summary.json (e.g. the calibrated noise multiplier)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))

@@ -53,7 +53,9 @@ def test_both_forms_are_accepted() -> None:
         ("distill.data=imagenet", "imagenet"),
         ("distill.data=digits:valid", "split must be one of train, test"),
         ("distill.holdout=1.5", "distill.holdout"),
-        ("distill.steps=0", "distill.steps"),
+        ("distill.steps=-1", "distill.steps"),
+        ("distill.step_scale=0", "distill.step_scale"),
+        ("distill.optimizer=rmsprop", "distill.optimizer"),
     ],
 )
 def test_bad_values_name_the_key(override: str, expected: str) -> None:

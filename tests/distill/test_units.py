@@ -121,7 +121,8 @@ def test_a_student_that_already_matches_the_teacher_is_left_as_it_is() -> None:
 
 def test_early_stopping_checks_the_held_out_loss_once_per_epoch_by_default() -> None:
     cfg = DistillConfig()
-    assert (cfg.check_every, cfg.patience, cfg.lr, cfg.temperature) == (None, 3, 1e-3, 1.0)
+    assert (cfg.check_every, cfg.patience, cfg.lr, cfg.temperature) == (None, 3, None, 1.0)
+    assert (cfg.optimizer, cfg.step_scale) == ("adam", 0.3)
     assert check_interval(cfg, 107) == 2  # digits: 107 inputs, batches of 64
     assert check_interval(cfg, 633) == 10  # MNIST: 633 inputs
     assert check_interval(cfg, 10) == 1

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fedloom.client.client import Client
 from fedloom.config import load_config
 from fedloom.core.message import Message
 from fedloom.experiment import RunResult
-from fedloom.network.client import client_settings, local_client, run_client
+from fedloom.network.client import Participant, client_settings, local_client, run_client
 from fedloom.network.server import serve, server_experiment
 from fedloom.transport.grpc_client import GrpcClientChannel
 from fedloom.transport.grpc_server import GrpcServerTransport
@@ -157,7 +156,7 @@ def start_clients(
 
 
 def _instrument(
-    client: Client,
+    client: Participant,
     channel: GrpcClientChannel,
     lock: threading.Lock,
     gate: Gate | None,

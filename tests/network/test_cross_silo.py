@@ -44,7 +44,7 @@ def test_three_sites_with_their_own_files_train_one_model(
     threads = []
     for k, site in enumerate(sites):
         client = site_client(config, k, site)
-        assert len(client.data) == 30  # only its own file
+        assert len(client.client.data) == 30  # only its own file
         settings = client_settings(config, server.address, str(k), tokens_for(3)[str(k)])
         channel = GrpcClientChannel(settings)
         thread = threading.Thread(target=run_client, args=(client, channel, config), daemon=True)

@@ -124,12 +124,15 @@ def test_clients_of_another_protocol_version_are_refused_with_the_reason(tmp_pat
     )
 
     assert check_protocol([(VERSION_KEY, "2")]) is None
-    assert check_protocol([]) == "client speaks protocol 1, this server speaks 2"
-    assert check_protocol([(VERSION_KEY, "3")]) == "client speaks protocol 3, this server speaks 2"
+    assert check_protocol([]) == "client speaks protocol 1, this server speaks 2 or 3"
+    assert check_protocol([(VERSION_KEY, "4")]) == (
+        "client speaks protocol 4, this server speaks 2 or 3"
+    )
     assert check_protocol([(VERSION_KEY, "two")]) is not None
-    with pytest.raises(ProtocolMismatch, match="server speaks protocol 1, this client speaks 2"):
+    with pytest.raises(ProtocolMismatch, match="server speaks protocol 1, this client speaks 3"):
         parse_control(b'{"status": "done", "size": 0}')  # a version-1 server's record
     assert parse_control(b'{"v": 2, "status": "retry", "size": 0}') == ("retry", 0)
+    assert parse_control(b'{"v": 3, "status": "idle", "size": 0}') == ("idle", 0)
 
     overrides = [*small, "clients.num=1", "clients.per_round=1", "rounds=1"]
     overrides += [*network_overrides(tmp_path, 1), f"output_dir={tmp_path / 'run'}"]
@@ -138,12 +141,14 @@ def test_clients_of_another_protocol_version_are_refused_with_the_reason(tmp_pat
     tokens = tokens_for(1)
     channel = GrpcClientChannel(client_settings(config, server.address, "0", tokens["0"]))
     stream = channel._channel.unary_stream("/fedloom.Federation/Pull")
-    for version, metadata in (("1", []), ("3", [(VERSION_KEY, "3")])):
+    for version, metadata in (("1", []), ("4", [(VERSION_KEY, "4")])):
         call = stream(b"", metadata=[("fedloom-client", "0"), (TOKEN_KEY, tokens["0"]), *metadata])
         with pytest.raises(grpc.RpcError) as refused:
             next(iter(call))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert refused.value.details() == f"client speaks protocol {version}, this server speaks 2"
+        assert refused.value.details() == (
+            f"client speaks protocol {version}, this server speaks 2 or 3"
+        )
     # a client the server refuses for its version stops at once instead of retrying
     old = GrpcClientChannel(client_settings(config, server.address, "0", tokens["0"]))
     old._metadata = old._metadata[:2]  # what a version-1 client sends

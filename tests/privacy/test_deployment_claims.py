@@ -247,9 +247,11 @@ def test_client_state_stays_out_of_the_servers_checkpoint(tmp_path: Path) -> Non
     ckpt_dir = tmp_path / "split" / "checkpoint"
     ckpt = load_checkpoint(ckpt_dir)
     assert ckpt.client_states == {}
-    (tensors,) = ckpt_dir.glob("tensors-*.safetensors")
-    with safe_open(str(tensors), "pt") as f:
-        assert not [k for k in f.keys() if k.startswith("client/")]  # noqa: SIM118
+    slots = sorted(ckpt_dir.glob("tensors-*.safetensors"))  # the two slots, rounds 1 and 2
+    assert len(slots) == 2
+    for tensors in slots:
+        with safe_open(str(tensors), "pt") as f:
+            assert not [k for k in f.keys() if k.startswith("client/")]  # noqa: SIM118
     stored = load_client_states(tmp_path / "split" / "clients", 2)
     assert stored and all(
         any(k.startswith("compression.residual.") for k in s) for s in stored.values()

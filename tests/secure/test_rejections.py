@@ -139,10 +139,15 @@ def test_client_rejects_a_share_sealed_with_the_wrong_associated_data_or_ids() -
     wrong_stage = crypto.seal(key, bundle.to_bytes(), crypto.share_associated_data(8, 1, 0))
     with pytest.raises(UpdateRejected, match="failed authentication"):
         shares.open_bundle(wrong_stage, 7, 1, 0, holder._cipher_key, directories[0].cipher_keys[1])
-    misnamed = shares.ShareBundle(1, 3, 5, 6)  # right key and AD, shares meant for client 3
-    sealed = crypto.seal(key, misnamed.to_bytes(), crypto.share_associated_data(7, 1, 0))
-    with pytest.raises(UpdateRejected, match="from 1 to 3, expected 1 to 0"):
-        shares.open_bundle(sealed, 7, 1, 0, holder._cipher_key, directories[0].cipher_keys[1])
+    # the ids are not in the plaintext: the associated data binds them, so shares sealed
+    # for client 3 (or in the other direction, 0 -> 1, under the same pair key) fail
+    for ad in (crypto.share_associated_data(7, 1, 3), crypto.share_associated_data(7, 0, 1)):
+        sealed = crypto.seal(key, bundle.to_bytes(), ad)
+        with pytest.raises(UpdateRejected, match="failed authentication"):
+            shares.open_bundle(sealed, 7, 1, 0, holder._cipher_key, directories[0].cipher_keys[1])
+    right = crypto.seal(key, bundle.to_bytes(), crypto.share_associated_data(7, 1, 0))
+    opened = shares.open_bundle(right, 7, 1, 0, holder._cipher_key, directories[0].cipher_keys[1])
+    assert opened == bundle and len(right) == shares.SEALED_BYTES == 12 + 66 + 16
 
 
 def test_client_rejects_a_graph_seed_other_than_the_committed_one() -> None:

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -63,7 +65,12 @@ def test_checkpoint_round_trip_and_old_tensor_files_removed(tmp_path):
     assert torch.equal(ckpt.client_states["7"]["residual"], torch.arange(3.0))
     assert ckpt.strategy_rest == {"param_groups": [{"lr": 1.0}]}
     assert ckpt.extra == {"epsilon": 0.5}
-    assert [p.name for p in tmp_path.glob("tensors-*")] == ["tensors-000002.safetensors"]
+    # two slots rewritten in turn: round 2 went to the one round 1's state did not name
+    assert sorted(p.name for p in tmp_path.glob("tensors-*")) == [
+        "tensors-a.safetensors",
+        "tensors-b.safetensors",
+    ]
+    assert json.loads((tmp_path / "state.json").read_text())["tensors"] == "tensors-b.safetensors"
     assert not list(tmp_path.glob(".*tmp"))
 
 

@@ -105,11 +105,8 @@ class Client:
         assert result is not None, "finish() needs the fit's TrainResult in ctx.result"
         loss = result.loss
         finite = all(bool(torch.isfinite(t).all()) for t in update.values())
-        if not finite or not (math.isfinite(loss) and abs(loss) <= MAX_ABS_LOSS):
-            raise NonFinite(
-                f"local training diverged (loss {loss:g}; the update or the loss has "
-                f"{NON_FINITE} or overflows): lower train.lr"
-            )
+        if not finite or not loss_ok(loss):
+            raise diverged(loss)
         for hook in self.hooks:
             update = hook(update, ctx)
         meta = {
@@ -121,6 +118,19 @@ class Client:
         # a stateful codec (error feedback) keeps its residual in the client's state
         payload = encode_update(self.up, update, uplink_key(ctx.round, self.client_id), ctx.state)
         return Message("fit_result", ctx.round, self.client_id, payload, meta)
+
+
+def loss_ok(loss: float) -> bool:
+    """A reportable training loss: finite, of magnitude at most ``MAX_ABS_LOSS``."""
+    return math.isfinite(loss) and abs(loss) <= MAX_ABS_LOSS
+
+
+def diverged(loss: float) -> NonFinite:
+    """The error of a fit whose update or loss is non-finite (or overflows)."""
+    return NonFinite(
+        f"local training diverged (loss {loss:g}; the update or the loss has "
+        f"{NON_FINITE} or overflows): lower train.lr"
+    )
 
 
 def load_into(model: nn.Module, tensors: Tensors) -> None:

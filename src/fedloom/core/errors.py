@@ -1,5 +1,7 @@
 """Exceptions with messages a user can act on."""
 
+import signal
+
 
 class FedloomError(Exception):
     """Base class of every error fedloom raises on purpose."""
@@ -35,3 +37,18 @@ NON_FINITE = "NaN or infinite values"
 
 class NonFinite(UpdateRejected):
     """An update (or its training loss) holding NaN or infinite values: training diverged."""
+
+
+class Interrupted(FedloomError):
+    """The run was told to stop (SIGINT or SIGTERM) before it was over. It is never a
+    round's failure: whatever catches errors to go on with the next round lets it pass."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by this signal (130, 143)."""
+        return 128 + self.signum

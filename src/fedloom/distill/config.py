@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedloom.core.registry import registered
@@ -72,11 +74,19 @@ class DistillConfig(BaseModel):
     """Share of the training data held out as distillation data when ``data`` is None."""
     max_examples: int | None = Field(None, ge=2)
     """Use at most this many distillation examples (a seeded draw); None: all."""
-    steps: int = Field(100, ge=1)
+    steps: int = Field(100, ge=0)
     """Most optimizer steps of one distillation (FedDF: per architecture and round;
-    FedMD: each client's digest step)."""
-    lr: float = Field(1e-3, gt=0)
-    """Adam's learning rate while distilling."""
+    FedMD: each client's digest step); 0: no distillation (FedDF is then FedAvg within
+    each architecture, on the same clients' data)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """The distillation's optimizer: Adam, or plain SGD (no momentum)."""
+    lr: float | None = Field(None, gt=0)
+    """Learning rate while distilling (FedDF with Adam: only when ``step_scale`` is
+    null); None: 1e-3 with Adam, 0.01 with SGD."""
+    step_scale: float | None = Field(0.3, gt=0)
+    """FedDF with Adam: each tensor's learning rate is this times the root mean square
+    of the round's averaged update of that tensor, so that the distillation's steps are
+    as large as the clients' were; null: ``lr``. SGD and FedMD's digest use ``lr``."""
     batch_size: int = Field(64, ge=1)
     """Distillation examples per step."""
     temperature: float = Field(1.0, gt=0)

@@ -21,7 +21,13 @@ from fedloom.client.evaluate import evaluate_task
 from fedloom.core.seeding import derive_seed, generator
 from fedloom.core.tensors import Tensors, clone
 from fedloom.distill.clients import ArchClient
-from fedloom.distill.ensemble import distill_into, logits_of, state_after
+from fedloom.distill.ensemble import (
+    ADAM,
+    distill_into,
+    logits_of,
+    state_after,
+    update_step_sizes,
+)
 from fedloom.distill.setup import client_maker, parameter_counts
 from fedloom.distill.strategy import DistillStrategy
 from fedloom.server.aggregate import WeightedSum
@@ -128,18 +134,30 @@ class FedDF(DistillStrategy):
                 for n, t in base.items()
             }
             if teacher is not None:
-                state = self._distill(arch, state, teacher)
+                update = {
+                    n: self.server_lr * aggregate[prefix + n]
+                    for n in base
+                    if prefix + n in aggregate
+                }
+                state = self._distill(arch, state, teacher, update)
             self.states[arch] = state
         return self.states[fed.primary]
 
-    def _distill(self, arch: str, state: Tensors, teacher: Tensor) -> Tensors:
+    def _distill(self, arch: str, state: Tensors, teacher: Tensor, update: Tensors) -> Tensors:
+        """``state`` distilled towards ``teacher``; with Adam and ``distill.step_scale``,
+        each tensor's step size follows its share of the round's ``update`` (none: an
+        architecture no client trained this round keeps its averaged weights)."""
         fed = self.fed
+        cfg = fed.config
+        sizes = None
+        if cfg.optimizer == ADAM and cfg.step_scale is not None:
+            sizes = update_step_sizes(update, cfg.step_scale)
         net = fed.nets[arch]
         load_into(net, state)
         with torch.random.fork_rng(devices=[]):  # dropout, seeded per round and model
             torch.manual_seed(derive_seed(fed.seed, "distill", self.round, arch))
             gen = generator(fed.seed, "distill-order", self.round, arch)
-            done = distill_into(net, fed.unlabeled, teacher, fed.config, gen)
+            done = distill_into(net, fed.unlabeled, teacher, cfg, gen, step_sizes=sizes)
         self.last[arch] = {
             "steps": done.steps,
             "agreement_before": done.before,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -28,8 +29,10 @@ from fedloom.data.base import FederatedDataset
 from fedloom.data.site import load_site
 from fedloom.experiment import assemble, build_clients
 from fedloom.network.config import read_file
+from fedloom.parts import Parts
 from fedloom.transport.grpc_client import ClientTls, GrpcClientChannel, GrpcClientSettings
 from fedloom.transport.grpc_common import ProtocolMismatch, is_loopback
+from fedloom.transport.inprocess import Handler
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +41,39 @@ class AuthenticationRefused(FedloomError):
     """The server refused this client's identity or token; retrying will not help."""
 
 
-def local_client(config: FedConfig, partition: int) -> Client:
+@dataclass
+class Participant:
+    """A networked client: its id and the handler that answers the server's messages
+    (its ``Client``'s, wrapped to answer a secure round's stages when the run has them)."""
+
+    client_id: str
+    handle: Handler
+    client: Client
+    """The client behind the handler (its data, model and state)."""
+
+
+def _participant(parts: Parts, cid: str) -> Participant:
+    client = build_clients(parts, [cid])[cid]
+    wrap = parts.client_handler
+    return Participant(cid, client.handle if wrap is None else wrap(client.handle, cid), client)
+
+
+def _as_client(config: FedConfig) -> FedConfig:
+    """The config a client process assembles: the simulated side only, since a client
+    must never open a server of its own."""
+    return config.model_copy(
+        update={"network": config.network.model_copy(update={"mode": "simulation"})}
+    )
+
+
+def local_client(config: FedConfig, partition: int) -> Participant:
     """Client ``partition`` of the federation ``config`` describes, with its local data."""
     if not 0 <= partition < config.clients.num:
         raise ConfigError([f"--partition must be in [0, {config.clients.num}), got {partition}"])
-    # build the simulated side only: a client must never open a server of its own
-    local = config.model_copy(
-        update={"network": config.network.model_copy(update={"mode": "simulation"})}
-    )
-    cid = str(partition)
-    return build_clients(assemble(local), [cid])[cid]
+    return _participant(assemble(_as_client(config)), str(partition))
 
 
-def site_client(config: FedConfig, partition: int, site: str | Path) -> Client:
+def site_client(config: FedConfig, partition: int, site: str | Path) -> Participant:
     """Client ``partition`` training on its own files (``site.yaml``, see
     ``fedloom.data.site``): nothing of the federation's dataset is read."""
     if not 0 <= partition < config.clients.num:
@@ -65,11 +88,7 @@ def site_client(config: FedConfig, partition: int, site: str | Path) -> Client:
         num_classes=classes,
         input_shape=tuple(data.x.shape[1:]),
     )
-    local = config.model_copy(
-        update={"network": config.network.model_copy(update={"mode": "simulation"})}
-    )
-    cid = str(partition)
-    return build_clients(assemble(local, data=own), [cid])[cid]
+    return _participant(assemble(_as_client(config), data=own), str(partition))
 
 
 def client_settings(
@@ -103,11 +122,13 @@ def client_settings(
     )
 
 
-def run_client(client: Client, channel: GrpcClientChannel, config: FedConfig) -> int:
-    """Serve the federation until the server says it is done; returns rounds answered."""
+def run_client(client: Participant, channel: GrpcClientChannel, config: FedConfig) -> int:
+    """Serve the federation until the server says it is done; returns how many rounds it
+    answered (a secure round's stages count once)."""
     net = config.network
     first_backoff = min(0.25, net.reconnect_max_s)
-    backoff, last_contact, answered = first_backoff, time.monotonic(), 0
+    backoff, last_contact = first_backoff, time.monotonic()
+    answered: set[int] = set()
     while True:
         try:
             status, work = channel.pull()
@@ -130,10 +151,11 @@ def run_client(client: Client, channel: GrpcClientChannel, config: FedConfig) ->
             continue
         backoff, last_contact = first_backoff, time.monotonic()
         if status == "done":
-            return answered
+            return len(answered)
         if work is None:
             continue
-        answered += _answer(client, channel, work)
+        if _answer(client, channel, work):
+            answered.add(work.round)
 
 
 def _refused(error: grpc.RpcError, client_id: str) -> None:
@@ -145,20 +167,20 @@ def _refused(error: grpc.RpcError, client_id: str) -> None:
         raise ProtocolMismatch(f"server refused client {client_id}: {error.details()}") from None
 
 
-def _answer(client: Client, channel: GrpcClientChannel, work: Message) -> int:
+def _answer(client: Participant, channel: GrpcClientChannel, work: Message) -> bool:
     try:
         reply = client.handle(work)
     except Exception as error:  # a failed fit must not end the process: the round drops it
-        log.warning("round %d: fit failed: %r", work.round, error)
-        return 0
+        log.warning("round %d: %s failed: %r", work.round, work.kind, error)
+        return False
     try:
         accepted, reason = channel.push(reply)
     except grpc.RpcError as error:  # the server went away mid-upload; it will ask again
         log.warning("round %d: upload failed (%s)", work.round, error.code())
-        return 0
+        return False
     if not accepted:
         log.warning("round %d: the server refused the update: %s", work.round, reason)
-    return int(accepted)
+    return accepted
 
 
 def client_main(

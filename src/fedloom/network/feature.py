@@ -6,6 +6,7 @@ Everything else in the federation (strategy, codecs, hooks, checkpoints) is unch
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -20,6 +21,7 @@ from fedloom.core.tensors import state_of
 from fedloom.network.config import NetworkConfig, read_file
 from fedloom.parts import Parts
 from fedloom.server.validate import UpdateSpec
+from fedloom.transport.grpc_common import SECURE_VERSION
 from fedloom.transport.inprocess import Handler
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,8 @@ def grpc_feature(parts: Parts) -> None:
     from fedloom.transport.grpc_server import GrpcServerTransport
 
     settings = server_settings(net, [str(k) for k in range(parts.config.clients.num)])
+    if parts.phase is not None:  # a secure round's stage messages: protocol 3 and later
+        settings = dataclasses.replace(settings, lowest_protocol=SECURE_VERSION)
     # an upload larger than the largest encoding of this model's update is refused unread
     state = parts.initial_state or {
         n: t for n, t in state_of(parts.model).items() if parts.trainable(n)
@@ -128,10 +132,12 @@ def grpc_feature(parts: Parts) -> None:
     )
     parts.max_update_bytes = limit
     parts.min_updates = net.min_clients
+    # a round phase's own replies (a secure round's masked input) may be larger
+    frames = max(limit, min(parts.stage_reply_bytes, net.max_message_bytes))
 
     def factory(handlers: Mapping[str, Handler]) -> GrpcServerTransport:
         transport = GrpcServerTransport(settings)
-        transport.limit_uploads(limit)
+        transport.limit_uploads(frames)
         return transport
 
     parts.transport = factory

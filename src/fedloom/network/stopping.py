@@ -17,25 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from fedloom.core.errors import FedloomError
+from fedloom.core.errors import Interrupted
+
+__all__ = ["SIGNALS", "Interrupted", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(FedloomError):
-    """The server was told to stop (SIGINT or SIGTERM) before the run was over."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        self.name = signal.Signals(signum).name
-        super().__init__(f"stopped by {self.name}")
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process ended by this signal (130, 143)."""
-        return 128 + self.signum
 
 
 @contextmanager

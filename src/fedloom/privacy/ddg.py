@@ -1,7 +1,9 @@
 """The distributed discrete Gaussian encoding (Kairouz, Liu, Steinke 2021, Algorithm 1).
 
-A client clips its update to L2 norm ``clip``, pads it to a power of two ``d'``,
-rotates it (random signs, then the orthonormal Walsh–Hadamard transform: the mass of
+A client clips its update to L2 norm ``clip``, pads it to ``d'`` coordinates (a power of
+two up to ``BLOCK``, beyond that a multiple of ``BLOCK``), rotates it (random signs, then
+the orthonormal Walsh–Hadamard transform on each power-of-two block of ``d'``; with more
+than one block a random permutation and a second such layer mix the blocks: the mass of
 any vector spreads evenly over the coordinates), scales it by ``1/γ``, rounds it
 stochastically to integers until the result is within the rounded L2 bound
 (conditional randomized rounding), adds N_Z(0, s²) per coordinate with
@@ -45,9 +47,30 @@ Noise = Callable[[int, float, int, str], np.ndarray]
 """(length, scale, round, client) -> integer noise N_Z(0, scale²) per coordinate."""
 
 
+BLOCK = 1024
+"""Vectors longer than this are padded to a multiple of it, not to a power of two: the
+53,002 parameters of the digits cnn take 53,248 coordinates instead of 65,536."""
+
+
 def padded(dim: int) -> int:
-    """The next power of two ≥ ``dim``."""
-    return 1 << max(0, (dim - 1).bit_length())
+    """``d'``: the next power of two ≥ ``dim`` up to ``BLOCK``, else the next multiple of it."""
+    if dim <= BLOCK:
+        return 1 << max(0, (dim - 1).bit_length())
+    return -(-dim // BLOCK) * BLOCK
+
+
+def blocks(length: int) -> list[int]:
+    """The powers of two that sum to ``length``, largest first (its binary expansion)."""
+    return [1 << b for b in reversed(range(length.bit_length())) if length >> b & 1]
+
+
+def block_hadamard(vector: np.ndarray) -> np.ndarray:
+    """:func:`hadamard` on each block of :func:`blocks` (orthonormal, its own inverse)."""
+    out, at = np.empty(vector.shape[0]), 0
+    for size in blocks(vector.shape[0]):
+        out[at : at + size] = hadamard(vector[at : at + size])
+        at += size
+    return out
 
 
 def hadamard(vector: np.ndarray) -> np.ndarray:
@@ -100,17 +123,29 @@ class DDGSum:
         l1 = min(self.l2_bound**2, math.sqrt(self.padded) * self.l2_bound)  # integers
         self.accountant = DDGAccountant(self.l2_bound, l1, self.local_scale, threshold, self.padded)
 
-    def _signs(self, rnd: int) -> np.ndarray:
-        """The round's random signs: public randomness, the same on every client."""
-        return numpy_rng(self.seed, "ddg-rotation", rnd).choice(np.array([-1.0, 1.0]), self.padded)
+    def _rotation(self, rnd: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The round's random signs (and, with several blocks, a permutation and second
+        signs): public randomness, the same on every client."""
+        rng = numpy_rng(self.seed, "ddg-rotation", rnd)
+        signs = rng.choice(np.array([-1.0, 1.0]), self.padded)
+        if len(blocks(self.padded)) == 1:
+            return signs, None, None
+        return signs, rng.permutation(self.padded), rng.choice(np.array([-1.0, 1.0]), self.padded)
 
     def rotate(self, flat: np.ndarray, rnd: int) -> np.ndarray:
         x = np.zeros(self.padded)
         x[: self.dim] = flat
-        return hadamard(x * self._signs(rnd))
+        signs, order, second = self._rotation(rnd)
+        y = block_hadamard(x * signs)
+        return y if order is None or second is None else block_hadamard(y[order] * second)
 
     def unrotate(self, rotated: np.ndarray, rnd: int) -> np.ndarray:
-        return (hadamard(rotated) * self._signs(rnd))[: self.dim]
+        signs, order, second = self._rotation(rnd)
+        y = rotated
+        if order is not None and second is not None:
+            y = np.empty(self.padded)
+            y[order] = block_hadamard(rotated) * second
+        return (block_hadamard(y) * signs)[: self.dim]
 
     def encode(
         self, flat: np.ndarray, num_examples: int, loss: float, rnd: int, cid: str

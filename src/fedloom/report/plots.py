@@ -13,6 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+MARGINS = {"left": 0.13, "right": 0.97, "bottom": 0.13, "top": 0.91}
+"""Fixed margins of a 6 x 4 in plot: ``tight_layout`` measures every label first, which
+took a third of a plot's time (a run draws four)."""
+PNG = {"compress_level": 1}
+"""zlib level 1 instead of 6: a third of the encoding time, a fifth larger files."""
+
 
 def _series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(m["round"], m[key]) for m in metrics if m.get(key) is not None]
@@ -41,9 +47,9 @@ def plot_metrics(
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_title(title, fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(**MARGINS)
         path = directory / f"{name}.png"
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, pil_kwargs=PNG)
         plt.close(fig)
         written.append(path)
     return written
@@ -63,9 +69,9 @@ def _against_bytes(
     ax.set_ylabel(main.removeprefix("test_"))
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(**MARGINS)
     path = directory / "bytes.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, pil_kwargs=PNG)
     plt.close(fig)
     return path
 
@@ -88,12 +94,16 @@ def plot_partition(histogram: np.ndarray, path: Path) -> None:
     bars turn into thousands of patches.
     """
     clients, classes = histogram.shape
-    fig, ax = plt.subplots(figsize=(min(max(6.0, clients * 0.08), 16), 1.5 + classes * 0.3))
+    width, height = min(max(6.0, clients * 0.08), 16), 1.5 + classes * 0.3
+    fig, ax = plt.subplots(figsize=(width, height))
     image = ax.imshow(histogram.T, aspect="auto", interpolation="nearest", cmap="viridis")
-    fig.colorbar(image, ax=ax, label="samples")
+    fig.colorbar(image, ax=ax, label="samples", fraction=0.05, pad=0.01)
     ax.set_xlabel("client")
     ax.set_ylabel("class")
     ax.set_title(f"label histogram of {clients} clients")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # fixed margins in inches (tight_layout measures every label: most of the plot's time)
+    fig.subplots_adjust(
+        left=0.7 / width, right=1 - 0.75 / width, bottom=0.6 / height, top=1 - 0.4 / height
+    )
+    fig.savefig(path, dpi=100, pil_kwargs=PNG)
     plt.close(fig)

@@ -9,7 +9,7 @@ Gaussian noise and the accountant reports ε every round.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -59,6 +59,7 @@ def secure_feature(parts: Parts) -> None:
         codec = QuantizedSum(layout.size, encoding, bits, s.loss_clip, rng_for)
     phase = SecureRound(codec, layout, k, t)
     parts.phase = phase
+    parts.stage_reply_bytes = phase.reply_limit(min(k, n - 1))
     parts.instructions.append(phase.instruct)
     parts.metric_sources.append(phase.metrics)
     parts.notes["secure"] = {
@@ -69,14 +70,22 @@ def secure_feature(parts: Parts) -> None:
         "length": codec.length,
         "noise": codec.noise,
     }
-    inner_factory, up = parts.transport, parts.up
+    up = parts.up
+
+    def make(inner: Handler, cid: str) -> SecureClientHandler:
+        return SecureClientHandler(inner, cid, up, layout, codec)
+
+    _wrap_clients(parts, make)
+
+
+def _wrap_clients(parts: Parts, make: Callable[[Handler, str], Handler]) -> None:
+    """Every client answers the secure round's messages through ``make(its handler, id)``:
+    simulated clients through the run's transport, a networked one in its own process."""
+    parts.client_handler = make
+    inner_factory = parts.transport
 
     def build(handlers: Mapping[str, Handler]) -> Transport:
-        return inner_factory(
-            WrappedHandlers(
-                handlers, lambda inner, cid: SecureClientHandler(inner, cid, up, layout, codec)
-            )
-        )
+        return inner_factory(WrappedHandlers(handlers, make))
 
     parts.transport = build
 
@@ -102,13 +111,9 @@ def _ckks(parts: Parts, layout: Layout) -> None:
         "scale_bits": params.scale_bits,
         "length": phase.length,
     }
-    inner_factory, up = parts.transport, parts.up
-    max_weight = parts.config.secure.max_weight
+    up, max_weight = parts.up, parts.config.secure.max_weight
 
     def make(handler: Handler, cid: str) -> CkksClientHandler:
         return CkksClientHandler(handler, cid, up, layout, phase.public, params, max_weight)
 
-    def build(handlers: Mapping[str, Handler]) -> Transport:
-        return inner_factory(WrappedHandlers(handlers, make))
-
-    parts.transport = build
+    _wrap_clients(parts, make)

@@ -1,21 +1,21 @@
-"""The stage messages of SecAgg+ and their stable wire encoding.
+"""The stage messages of SecAgg+ and their compact binary wire encoding.
 
-Every message is a frozen dataclass of ints and bytes. On the wire it is a 4-byte
-big-endian header length, a JSON header (sorted keys; bytes as base64, int-keyed maps
-with decimal string keys) and, for the masked input only, the vector as raw bytes after
-the header, so the one large field is not inflated by base64.
+Every message is a frozen dataclass of ints and bytes. On the wire (docs/secure.md,
+"Wire format") it is a version byte, a kind byte and the fields in declaration order:
+integers as minimal unsigned LEB128 varints, byte strings and lists with a varint
+length, maps as a count and strictly increasing keys, each with its value; the masked
+vector is the raw rest of the message. Keys and sealed shares travel as their raw
+bytes, so the per-neighbour overhead is one or two bytes of framing.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, get_type_hints
 
 from fedloom.core.errors import UpdateRejected
+from fedloom.secure import binary
 
 ADVERTISE = "advertise-keys"
 SHARE = "share-keys"
@@ -127,98 +127,88 @@ Message = (
     | UnmaskRequest
     | UnmaskResponse
 )
-KINDS: dict[str, type[Any]] = {
-    cls.__name__: cls
-    for cls in (
-        RoundSetup,
-        AdvertiseKeys,
-        KeyDirectory,
-        ShareKeys,
-        ForwardedShares,
-        MaskedInput,
-        UnmaskRequest,
-        UnmaskResponse,
+KINDS: tuple[type[Any], ...] = (
+    RoundSetup,
+    AdvertiseKeys,
+    KeyDirectory,
+    ShareKeys,
+    ForwardedShares,
+    MaskedInput,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+"""Every message type; its kind byte on the wire is its position here plus one."""
+VERSION = 2
+"""First byte of every message (version 1 was a JSON header with base64 fields)."""
+
+
+def _schema(cls: type[Any]) -> tuple[tuple[str, str], ...]:
+    """Each field's name and wire shape: int, bytes, ids, map or payload."""
+    hints = get_type_hints(cls)
+    shapes = {int: "int", bytes: "bytes", tuple[int, ...]: "ids", dict[int, bytes]: "map"}
+    return tuple(
+        (f.name, "payload" if f.name == getattr(cls, "PAYLOAD", None) else shapes[hints[f.name]])
+        for f in dataclasses.fields(cls)
     )
-}
-_HEADER_LEN = 4
+
+
+_SCHEMAS: dict[type[Any], tuple[tuple[str, str], ...]] = {cls: _schema(cls) for cls in KINDS}
 
 
 def encode(message: Message) -> bytes:
     """The wire bytes of ``message``."""
-    payload_field = getattr(message, "PAYLOAD", None)
-    header: dict[str, Any] = {"kind": type(message).__name__}
-    payload = b""
-    for field in dataclasses.fields(message):
-        value = getattr(message, field.name)
-        if field.name == payload_field:
-            payload = value
-        else:
-            header[field.name] = _to_json(value)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    return len(text).to_bytes(_HEADER_LEN, "big") + text + payload
+    out = bytearray((VERSION, KINDS.index(type(message)) + 1))
+    for name, shape in _SCHEMAS[type(message)]:
+        value = getattr(message, name)
+        if shape == "payload":
+            out += value  # the last field, raw: the rest of the message
+        elif shape == "int":
+            out += binary.uint(value)
+        elif shape == "bytes":
+            out += binary.blob(value)
+        elif shape == "ids":
+            out += binary.uint(len(value)) + b"".join(binary.uint(v) for v in value)
+        else:  # a map: increasing keys
+            out += binary.uint(len(value))
+            for key in sorted(value):
+                out += binary.uint(key) + binary.blob(value[key])
+    return bytes(out)
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes | bytearray | memoryview) -> Message:
     """The message in ``data``; anything malformed is rejected with the reason."""
-    if len(data) < _HEADER_LEN:
-        raise UpdateRejected("secure-aggregation message is truncated")
-    size = int.from_bytes(data[:_HEADER_LEN], "big")
-    try:
-        header = json.loads(data[_HEADER_LEN : _HEADER_LEN + size])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UpdateRejected("secure-aggregation message header is not JSON") from None
-    if not isinstance(header, dict) or header.get("kind") not in KINDS:
-        raise UpdateRejected("secure-aggregation message has an unknown kind")
-    cls = KINDS[header.pop("kind")]
-    payload_field = getattr(cls, "PAYLOAD", None)
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    expected = set(names) - {payload_field}
-    if set(header) != expected:
-        raise UpdateRejected(f"{cls.__name__} fields {sorted(header)} != {sorted(expected)}")
-    values = {name: _from_json(header[name], hints[name], name) for name in expected}
-    if payload_field is not None:
-        values[payload_field] = data[_HEADER_LEN + size :]
-    elif len(data) != _HEADER_LEN + size:
-        raise UpdateRejected(f"{cls.__name__} has trailing bytes")
+    reader = binary.Reader(data, "secure-aggregation message")
+    version = reader.byte("version")
+    if version != VERSION:
+        raise UpdateRejected(f"secure-aggregation message has version {version}, not {VERSION}")
+    code = reader.byte("kind")
+    if not 1 <= code <= len(KINDS):
+        raise UpdateRejected(f"secure-aggregation message has an unknown kind {code}")
+    cls = KINDS[code - 1]
+    reader.what = cls.__name__
+    values: dict[str, Any] = {}
+    for name, shape in _SCHEMAS[cls]:
+        if shape == "payload":
+            values[name] = reader.rest()
+        elif shape == "int":
+            values[name] = reader.uint(name)
+        elif shape == "bytes":
+            values[name] = reader.blob(name)
+        elif shape == "ids":
+            values[name] = tuple(reader.uint(name) for _ in range(reader.count(name)))
+        else:
+            values[name] = _read_map(reader, name)
+    reader.end()
     return cls(**values)  # type: ignore[no-any-return]
 
 
-def _to_json(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {str(k): base64.b64encode(v).decode() for k, v in sorted(value.items())}
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _from_json(value: Any, kind: Any, name: str) -> Any:
-    if kind is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise UpdateRejected(f"field {name!r} must be an integer")
-        return value
-    if kind is bytes:
-        return _b64(value, name)
-    if kind == tuple[int, ...]:
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise UpdateRejected(f"field {name!r} must be a list of integers")
-        return tuple(value)
-    if not isinstance(value, dict):
-        raise UpdateRejected(f"field {name!r} must be a map")
-    try:
-        return {int(k): _b64(v, name) for k, v in value.items()}
-    except ValueError:
-        raise UpdateRejected(f"field {name!r} has a non-integer key") from None
-
-
-def _b64(value: Any, name: str) -> bytes:
-    if not isinstance(value, str):
-        raise UpdateRejected(f"field {name!r} must be base64 text")
-    try:
-        return base64.b64decode(value, validate=True)
-    except binascii.Error:
-        raise UpdateRejected(f"field {name!r} is not valid base64") from None
+def _read_map(reader: binary.Reader, name: str) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    previous = -1
+    for _ in range(reader.count(name)):
+        key = reader.uint(name)
+        if key <= previous:
+            raise UpdateRejected(f"{reader.what}: {name!r} keys are not strictly increasing")
+        out[key] = reader.blob(name)
+        previous = key
+    return out

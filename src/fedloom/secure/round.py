@@ -35,7 +35,7 @@ from torch import Tensor
 
 from fedloom.core.clientref import client_ref
 from fedloom.core.codec import Codec
-from fedloom.core.errors import FedloomError, NonFinite, UpdateRejected
+from fedloom.core.errors import FedloomError, Interrupted, NonFinite, UpdateRejected
 from fedloom.core.message import Message, payload_bytes
 from fedloom.core.tensors import Tensors
 from fedloom.secure import messages as wire
@@ -150,6 +150,8 @@ class SecureRound:
                     outbox = dict(self._timed(secagg.close_masked))
             result: SecureSum = self._timed(secagg.finish)
             decoded = self.codec.decode(result.total, len(result.survivors), rnd)
+        except Interrupted:
+            raise
         except (SecAggAborted, FedloomError) as why:
             self.last.aborted = str(why)
             log.error("round %d: %s; the global model is unchanged", rnd, why)
@@ -213,7 +215,7 @@ class SecureRound:
             raise UpdateRejected(f"reply is for round {reply.round}, the server is in round {rnd}")
         if reply.sender != cid:
             raise UpdateRejected(f"reply signed by {reply.sender!r} arrived from {cid!r}")
-        limit = (secagg.length * secagg.bits + 7) // 8 + 300 * secagg.neighbors + SLACK_BYTES
+        limit = self.reply_limit(secagg.neighbors)
         if frame_size(reply) > limit:
             raise UpdateRejected(f"stage reply of {frame_size(reply)} bytes exceeds {limit}")
         try:
@@ -222,6 +224,11 @@ class SecureRound:
             raise
         except Exception as error:  # a hostile payload must never crash the round
             raise UpdateRejected(f"undecodable stage message: {type(error).__name__}") from None
+
+    def reply_limit(self, neighbors: int) -> int:
+        """Largest stage reply worth reading: the bit-packed masked vector, one sealed
+        share bundle per neighbour, and room for the header."""
+        return (self.codec.length * self.codec.bits + 7) // 8 + 300 * neighbors + SLACK_BYTES
 
     def metrics(self, rnd: int) -> dict[str, Any]:
         last = self.last

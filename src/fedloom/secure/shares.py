@@ -9,14 +9,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedloom.core.errors import UpdateRejected
 from fedloom.secure import crypto, shamir
 
-_ID_BYTES = 8
-PLAINTEXT_BYTES = 2 * _ID_BYTES + 2 * shamir.SHARE_BYTES
+PLAINTEXT_BYTES = 2 * shamir.SHARE_BYTES
 SEALED_BYTES = PLAINTEXT_BYTES + 12 + 16  # nonce and GCM tag
 
 
 @dataclass(frozen=True)
 class ShareBundle:
-    """What ``owner`` gives ``holder``: its shares of the self-mask seed and mask key."""
+    """What ``owner`` gives ``holder``: its shares of the self-mask seed and mask key.
+
+    Only the two shares are encrypted: owner, holder and round are bound by the sealing
+    key (HKDF info) and by the AES-GCM associated data, so a bundle opened as coming from
+    anyone else, for anyone else or in another round fails authentication.
+    """
 
     owner: int
     holder: int
@@ -24,23 +28,17 @@ class ShareBundle:
     key_share: int
 
     def to_bytes(self) -> bytes:
-        return (
-            self.owner.to_bytes(_ID_BYTES, "big")
-            + self.holder.to_bytes(_ID_BYTES, "big")
-            + shamir.to_bytes(self.self_mask_share)
-            + shamir.to_bytes(self.key_share)
-        )
+        return shamir.to_bytes(self.self_mask_share) + shamir.to_bytes(self.key_share)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> ShareBundle:
+    def from_bytes(cls, raw: bytes, owner: int, holder: int) -> ShareBundle:
         if len(raw) != PLAINTEXT_BYTES:
             raise UpdateRejected(f"share bundle is {len(raw)} bytes, expected {PLAINTEXT_BYTES}")
-        ids, values = raw[: 2 * _ID_BYTES], raw[2 * _ID_BYTES :]
         return cls(
-            owner=int.from_bytes(ids[:_ID_BYTES], "big"),
-            holder=int.from_bytes(ids[_ID_BYTES:], "big"),
-            self_mask_share=shamir.from_bytes(values[: shamir.SHARE_BYTES]),
-            key_share=shamir.from_bytes(values[shamir.SHARE_BYTES :]),
+            owner=owner,
+            holder=holder,
+            self_mask_share=shamir.from_bytes(raw[: shamir.SHARE_BYTES]),
+            key_share=shamir.from_bytes(raw[shamir.SHARE_BYTES :]),
         )
 
 
@@ -66,9 +64,4 @@ def open_bundle(
     """Decrypt and check a bundle that ``owner`` sealed for ``holder`` in this round."""
     key = crypto.derive_key(own_key, owner_public, crypto.share_purpose(round_id, owner, holder))
     ad = crypto.share_associated_data(round_id, owner, holder)
-    bundle = ShareBundle.from_bytes(crypto.open_sealed(key, sealed, ad))
-    if (bundle.owner, bundle.holder) != (owner, holder):
-        raise UpdateRejected(
-            f"share bundle is from {bundle.owner} to {bundle.holder}, expected {owner} to {holder}"
-        )
-    return bundle
+    return ShareBundle.from_bytes(crypto.open_sealed(key, sealed, ad), owner, holder)

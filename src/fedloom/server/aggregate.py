@@ -11,7 +11,7 @@ overflow float32, and one ``inf`` in the sum would leave the global model NaN fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -38,6 +38,25 @@ class WeightedSum:
             self._sum[name].add_(t.double(), alpha=weight)
         self.weight += weight
         self.count += 1
+
+    def add_rows(self, updates: Mapping[str, Tensor], weights: Sequence[float]) -> None:
+        """``add(row i, weights[i])`` for every row i of the stacked ``updates`` (each of
+        shape ``(len(weights), ...)``), as one matrix product per tensor in float64."""
+        if not all(w >= 0 and w != float("inf") for w in weights):
+            bad = next(w for w in weights if not (w >= 0 and w != float("inf")))
+            raise ValueError(f"aggregation weight must be finite and >= 0, got {bad}")
+        if not weights:
+            return
+        if not self._sum:
+            self._sum = {n: torch.zeros_like(t[0], dtype=torch.float64) for n, t in updates.items()}
+            self._dtypes = {n: t.dtype for n, t in updates.items()}
+        w = torch.tensor(list(weights), dtype=torch.float64)
+        for name, t in updates.items():
+            rows = t.reshape(len(weights), -1).double()
+            self._sum[name].add_((w @ rows).view_as(self._sum[name]))
+        for weight in weights:  # the same float sum as one add() per row
+            self.weight += weight
+        self.count += len(weights)
 
     def scaled(self, factor: float) -> Tensors:
         """``factor · Σ w_k u_k``, computed in float64, in each update's own dtype."""

@@ -3,6 +3,17 @@
 The JSON file is the commit point. It is written to a temporary name, fsynced, and
 renamed over the old one only after the tensors it names are on disk, so a kill at any
 instant leaves either the previous checkpoint or the new one, never a mix.
+
+Neither file is created anew each round: rewriting a file's own blocks in place and
+fsyncing it is about fifteen times cheaper than the fsync of a new file plus the unlink
+of the old one (0.4 ms against 6.5 ms on this repository's ext4 mount, which discards
+freed blocks). So the tensors go to one of two slots, ``tensors-a`` and ``tensors-b``:
+the one the committed JSON file does not name, rewritten in place; nothing refers to it
+while it is written, so a kill mid-write loses nothing. The JSON file is committed the
+same way (``fedloom.core.files.write_linked``): a spare copy rewritten in place, then
+renamed over ``state.json`` as a new hard link. Checkpoints of older versions
+(``tensors-000042.safetensors``) still load; their file is removed once a newer
+checkpoint is committed.
 """
 
 from __future__ import annotations
@@ -13,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from fedloom.core.errors import FedloomError
-from fedloom.core.files import save_tensors_atomic, write_atomic
+from fedloom.core.files import overwrite_synced, write_linked
 from fedloom.core.tensors import Tensors
 
 STATE_JSON = "state.json"
-_TENSOR_FILE = re.compile(r"tensors-\d{6,}\.safetensors")
+_TENSOR_FILE = re.compile(r"tensors-(\d{6,}|a|b)\.safetensors")
+SLOTS = ("tensors-a.safetensors", "tensors-b.safetensors")
 
 
 @dataclass
@@ -36,25 +48,59 @@ class Checkpoint:
     """JSON-safe state of other components (accountant, elapsed time, ...)."""
 
 
-def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class EncodedCheckpoint:
+    """A checkpoint as the bytes and JSON it is written as: a snapshot that later changes
+    to the live objects cannot touch (``fedloom.server.checkpoint_writer`` writes it on
+    another thread)."""
+
+    tensors: bytes
+    """The safetensors file."""
+    doc: dict[str, Any]
+    """The JSON document, without the name of the tensor file (known when written)."""
+
+
+def encode_checkpoint(ckpt: Checkpoint) -> EncodedCheckpoint:
     tensors = {f"global/{n}": t for n, t in ckpt.global_state.items()}
     tensors |= {f"strategy/{n}": t for n, t in ckpt.strategy_tensors.items()}
     for cid, state in ckpt.client_states.items():
         tensors |= {f"client/{cid}/{n}": t for n, t in state.items()}
-    tensor_file = f"tensors-{ckpt.round:06d}.safetensors"
-    save_tensors_atomic(directory / tensor_file, tensors)
     doc = {
         "round": ckpt.round,
-        "tensors": tensor_file,
         "strategy": ckpt.strategy_rest,
         "clients": sorted(ckpt.client_states),
         "extra": ckpt.extra,
     }
-    write_atomic(directory / STATE_JSON, json.dumps(doc, indent=1, sort_keys=True).encode())
+    data = save({name: t.detach().contiguous().cpu() for name, t in tensors.items()})
+    return EncodedCheckpoint(data, json.loads(json.dumps(doc)))  # a deep, JSON-safe copy
+
+
+def write_checkpoint(directory: Path, encoded: EncodedCheckpoint) -> None:
+    """Commit ``encoded`` as the checkpoint in ``directory`` (see the module docstring)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensor_file = SLOTS[1] if _committed_tensors(directory) == SLOTS[0] else SLOTS[0]
+    overwrite_synced(directory / tensor_file, encoded.tensors)
+    text = json.dumps({**encoded.doc, "tensors": tensor_file}, indent=1, sort_keys=True)
+    # padded with spaces (JSON allows them) to a multiple of 512 bytes, so that a state
+    # file rewritten in place keeps its size from round to round
+    write_linked(directory / STATE_JSON, text.ljust(-(-len(text) // 512) * 512).encode())
     for old in directory.glob("tensors-*.safetensors"):
-        if old.name != tensor_file:
+        if old.name not in SLOTS:  # an older version's file, no longer named
             old.unlink()
+
+
+def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
+    write_checkpoint(directory, encode_checkpoint(ckpt))
+
+
+def _committed_tensors(directory: Path) -> str | None:
+    """The tensor file the committed checkpoint in ``directory`` names (None: none, or
+    unreadable: then neither slot is in use)."""
+    try:
+        name = json.loads((directory / STATE_JSON).read_bytes())["tensors"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def has_checkpoint(directory: Path) -> bool:

@@ -16,6 +16,7 @@ from fedloom.core.codec import Codec, downlink_key
 from fedloom.core.errors import NON_FINITE, Diverged, NonFinite, UpdateRejected
 from fedloom.core.message import Message
 from fedloom.core.tensors import Tensors
+from fedloom.server.group_reply import GroupReply, collect_group, replies_of
 from fedloom.server.sampler import Sampler
 from fedloom.server.strategy import Aggregator, Strategy, view_meta
 from fedloom.server.validate import ReplyMeta, UpdateSpec, check_reply
@@ -197,10 +198,14 @@ class Server:
         bytes_down = sum(frame_size(m) for m in messages.values())
         aggregator = self.weighting.wrap(self.strategy.new_aggregator(rnd))
         tally = RoundTally()
-        replies = self.transport.exchange(messages) if self.phase is None else iter(())
+        replies = replies_of(self.transport, messages) if self.phase is None else iter(())
         if self.phase is not None:  # several exchanges, one aggregate (secure aggregation)
             aggregator = self.phase.collect(self, rnd, messages, tally)
-        for cid, answer in replies:
+        for item in replies:
+            if isinstance(item, GroupReply):  # a vectorized group's rows, checked as tensors
+                collect_group(self, rnd, item, aggregator, tally)
+                continue
+            cid, answer = item
             if (reply := tally.received(cid, answer)) is None:
                 continue
             try:

@@ -28,6 +28,7 @@ from fedloom.core.tensors import Tensors
 from fedloom.server.aggregate import WeightedSum
 from fedloom.server.config import StrategyConfig
 from fedloom.server.optimizer import OptimizerFactory, ServerOptimizer
+from fedloom.server.rows import Refused, UpdateRows
 
 if TYPE_CHECKING:
     from fedloom.parts import Parts
@@ -65,6 +66,11 @@ class SampleWeightedMean:
 
     def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         self.sum.add(update, float(meta["num_examples"]))
+
+    def add_rows(self, rows: UpdateRows) -> Refused:
+        """``add`` of every row, as one weighted sum (``fedloom.server.rows``)."""
+        self.sum.add_rows(rows.updates, [float(m["num_examples"]) for m in rows.metas])
+        return []
 
     def result(self) -> Tensors:
         return self.sum.mean()

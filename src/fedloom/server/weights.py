@@ -27,6 +27,7 @@ from torch import Tensor
 from fedloom.core.errors import ConfigError, UpdateRejected
 from fedloom.core.files import read_json
 from fedloom.core.tensors import Tensors
+from fedloom.server.rows import Refused, UpdateRows, add_rows
 from fedloom.server.strategy import Aggregator
 from fedloom.server.validate import MAX_EXAMPLES
 
@@ -71,6 +72,20 @@ class _Reweighted:
 
     def add(self, client_id: str, update: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         self.inner.add(client_id, update, _with_weight(meta, self.weight_of(client_id)))
+
+    def add_rows(self, rows: UpdateRows) -> Refused:
+        """``add`` of every row: the rows whose weight is known go to ``inner`` at once."""
+        kept: list[int] = []
+        metas: list[dict[str, Any]] = []
+        refused: Refused = []
+        for i, cid in enumerate(rows.client_ids):
+            try:
+                metas.append(_with_weight(rows.metas[i], self.weight_of(cid)))
+                kept.append(i)
+            except UpdateRejected as why:
+                refused.append((i, why))
+        passed = add_rows(self.inner, rows.select(kept, metas))
+        return sorted(refused + [(kept[j], why) for j, why in passed], key=lambda r: r[0])
 
     def result(self) -> Tensors:
         return self.inner.result()

@@ -8,7 +8,10 @@ in the middle done for a whole group at once (``fedloom.simulation.vectorized``)
 2. the client's minibatch indices, drawn by the trainer from the client's own stream;
 3. groups of clients, sorted by step count, trained together;
 4. ``Client.finish``: the update checked finite, the update hooks (clipping, local DP
-   noise, SCAFFOLD's control delta, attacks), the uplink codec.
+   noise, SCAFFOLD's control delta, attacks), the uplink codec; or, asked through
+   ``exchange_grouped`` for a group with no hooks and the lossless codec, the group's
+   stacked updates as one ``GroupReply`` the server checks row by row
+   (``fedloom.simulation.rows``).
 
 Replies go to the server as every transport's do, so its validation, codecs and
 aggregation are the same code path. A client whose fit raises becomes a ``Failure`` and
@@ -20,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -31,11 +35,13 @@ from fedloom.core.message import Message
 from fedloom.core.seeding import derive_seed
 from fedloom.core.tensors import Tensors
 from fedloom.data.base import TensorData
+from fedloom.server.group_reply import GroupReply
+from fedloom.simulation.rows import can_reply_as_group, group_reply
 from fedloom.simulation.vectorized import (
     ClientJob,
     Randomness,
     StepRule,
-    train_group,
+    train_stacked,
 )
 from fedloom.transport.base import Reply
 from fedloom.transport.inprocess import Handler, InProcessTransport, client_failed
@@ -74,6 +80,18 @@ class VectorizedTransport:
         self.plan = plan
 
     def exchange(self, messages: Mapping[str, Message]) -> Iterator[Reply]:
+        for item in self._replies(messages, grouped=False):
+            assert not isinstance(item, GroupReply)  # grouped=False gives none
+            yield item
+
+    def exchange_grouped(self, messages: Mapping[str, Message]) -> Iterator[Reply | GroupReply]:
+        """``exchange``, where a group whose clients' ``finish`` is only ``local − global``
+        and a lossless encoding answers with one ``GroupReply`` (``fedloom.simulation.rows``)."""
+        return self._replies(messages, grouped=True)
+
+    def _replies(
+        self, messages: Mapping[str, Message], *, grouped: bool
+    ) -> Iterator[Reply | GroupReply]:
         others = {cid: m for cid, m in messages.items() if cid not in self.clients}
         yield from self.one_by_one.exchange(others)  # a handler that is not a Client
         fits: list[_Fit] = []
@@ -92,7 +110,7 @@ class VectorizedTransport:
         for _, same_start in itertools.groupby(fits, key=lambda fit: fit.payload):
             starting = list(same_start)
             for first in range(0, len(starting), size):
-                yield from self._run_group(starting[first : first + size], messages)
+                yield from self._run_group(starting[first : first + size], messages, grouped)
 
     def _start(self, cid: str, message: Message, decoded: dict[int, Tensors]) -> _Fit:
         client = self.clients[cid]
@@ -118,15 +136,16 @@ class VectorizedTransport:
                 out[param] = c if c_i is None else c - c_i
         return out
 
-    def _run_group(self, fits: Sequence[_Fit], messages: Mapping[str, Message]) -> Iterator[Reply]:
+    def _run_group(
+        self, fits: Sequence[_Fit], messages: Mapping[str, Message], grouped: bool
+    ) -> Iterator[Reply | GroupReply]:
         if not fits:
             return
         first = fits[0]
         model, rnd = first.client.model, first.ctx.round
         try:
-            with torch.random.fork_rng(devices=[]):  # dropout masks, if any: per group
-                torch.manual_seed(derive_seed(first.client.seed, "dropout", rnd, first.cid))
-                results = train_group(
+            with _group_rng(self.plan.randomness, first.client.seed, rnd, first.cid):
+                trained = train_stacked(
                     model,
                     [fit.job for fit in fits],
                     first.ctx.global_state,
@@ -138,6 +157,14 @@ class VectorizedTransport:
             log.warning("vectorized training failed (%s); this group trains one by one", error)
             yield from self.one_by_one.exchange({f.cid: messages[f.cid] for f in fits})
             return
+        clients = [fit.client for fit in fits]
+        if grouped and can_reply_as_group(clients):
+            failures, reply = group_reply(rnd, clients, [fit.ctx for fit in fits], trained)
+            yield from failures
+            if reply is not None:
+                yield reply
+            return
+        results = [trained.job(k) for k in range(len(fits))]
         by_cid = {fit.cid: (fit, result) for fit, result in zip(fits, results, strict=True)}
         for cid in messages:  # the round's own order, within the group
             if cid not in by_cid:
@@ -149,6 +176,19 @@ class VectorizedTransport:
                 yield cid, _finish(fit, local)
             except Exception as error:
                 yield cid, client_failed(cid, rnd, error)
+
+
+@contextmanager
+def _group_rng(randomness: Randomness, seed: int, rnd: int, cid: str) -> Iterator[None]:
+    """The group's own seeded stream for dropout masks, when the model draws any
+    (``randomness='different'``); a model that draws none needs no stream (seeding the
+    global one costs milliseconds: more than a small model's step)."""
+    if randomness == "error":
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "dropout", rnd, cid))
+        yield
 
 
 def _finish(fit: _Fit, local: Tensors) -> Message:

@@ -69,6 +69,19 @@ def trainable_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
+@dataclass(frozen=True)
+class GroupResult:
+    """A trained group, its weights still stacked: row k is job k."""
+
+    params: Tensors
+    """The trained values of the trainable parameters, each ``(jobs, *shape)``."""
+    losses: list[float]
+    steps: list[int]
+
+    def job(self, k: int) -> JobResult:
+        return JobResult({n: p[k] for n, p in self.params.items()}, self.losses[k], self.steps[k])
+
+
 def train_group(
     model: nn.Module,
     jobs: Sequence[ClientJob],
@@ -82,15 +95,31 @@ def train_group(
     parameter missing there starts from ``model``'s value); one result per job, in order."""
     if not any(job.batches for job in jobs):
         return [JobResult({n: t.clone() for n, t in start.items()}, 0.0, 0) for _ in jobs]
+    result = train_stacked(model, jobs, start, rule, loss, randomness=randomness)
+    return [result.job(k) for k in range(len(jobs))]
+
+
+def train_stacked(
+    model: nn.Module,
+    jobs: Sequence[ClientJob],
+    start: Mapping[str, Tensor],
+    rule: StepRule,
+    loss: LossFn,
+    *,
+    randomness: Randomness = "error",
+) -> GroupResult:
+    """``train_group``, with the trained weights left stacked (``GroupResult``)."""
     names = trainable_names(model)
     own = dict(model.named_parameters())
     fixed: Tensors = {n: p.detach() for n, p in own.items() if not p.requires_grad}
     fixed.update(dict(model.named_buffers()))
     initial = {n: (start[n] if n in start else own[n]).detach() for n in names}
     anchor = {n: start[n].detach() for n in names if n in start}
+    params = {n: t.unsqueeze(0).repeat(len(jobs), *([1] * t.dim())) for n, t in initial.items()}
+    if not any(job.batches for job in jobs):  # nothing to train: every row is the start
+        return GroupResult(params, [0.0] * len(jobs), [0] * len(jobs))
     order = sorted(range(len(jobs)), key=lambda k: -len(jobs[k].batches))  # stable
     group = _Group([jobs[k] for k in order])
-    params = {n: t.unsqueeze(0).repeat(len(jobs), *([1] * t.dim())) for n, t in initial.items()}
     corrections = _stacked_corrections([jobs[k] for k in order], names)
     step = _step_function(model, fixed, names, anchor, rule.mu, loss, randomness)
     model.train()
@@ -112,11 +141,13 @@ def train_group(
                     momentum[n][:active].mul_(rule.momentum).add_(d)
                 d = momentum[n][:active]
             current[n].sub_(d, alpha=rule.lr)  # a view: updates the stacked weights
-    results: list[JobResult | None] = [None] * len(jobs)
+    mean_losses, steps = [0.0] * len(jobs), [0] * len(jobs)
     for i, (k, loss_i) in enumerate(zip(order, group.mean_losses(), strict=True)):
-        local = {n: p[i] for n, p in params.items()}
-        results[k] = JobResult(local, loss_i, group.steps[i])
-    return [r for r in results if r is not None]
+        mean_losses[k], steps[k] = loss_i, group.steps[i]
+    if order != sorted(order):  # rows back into the jobs' order
+        back = torch.tensor(sorted(range(len(order)), key=order.__getitem__))
+        params = {n: p.index_select(0, back.to(p.device)) for n, p in params.items()}
+    return GroupResult(params, mean_losses, steps)
 
 
 class _Group:
@@ -127,12 +158,14 @@ class _Group:
         self.steps = [len(job.batches) for job in jobs]
         longest = max(self.steps)
         self.active = [sum(1 for s in self.steps if s > t) for t in range(longest)]
-        width = max((len(b) for job in jobs for b in job.batches), default=0)
+        # sizes through .shape: Tensor.__len__ is a Python call per batch
+        widths = [[b.shape[0] for b in job.batches] for job in jobs]
+        width = max((w for client in widths for w in client), default=0)
         # one gather from all the clients' data: index i of client k is i + its offset
         x = torch.cat([job.data.x for job in jobs])
         y = torch.cat([job.data.y for job in jobs])
         counts = torch.tensor([0] + [len(job.data) for job in jobs[:-1]])
-        idx, weight = _padded_group([job.batches for job in jobs], width, longest)
+        idx, weight = _padded_group([job.batches for job in jobs], widths, width, longest)
         idx = (idx + counts.cumsum(0).view(-1, 1, 1)).clamp_(0, max(len(x) - 1, 0))
         self.x, self.y = x[idx.to(x.device)], y[idx.to(y.device)]
         self.weight = weight.to(self.x.device)
@@ -157,11 +190,12 @@ class _Group:
 
 
 def _padded_group(
-    batches: Sequence[Sequence[Tensor]], width: int, steps: int
+    batches: Sequence[Sequence[Tensor]], widths: Sequence[Sequence[int]], width: int, steps: int
 ) -> tuple[Tensor, Tensor]:
-    """``(indices, weights)`` of shape ``(clients, steps, width)``: each client's batches,
-    padded with index 0 at weight 0 (shorter batches, and the steps after its last)."""
-    if all(len(b) == steps and all(len(i) == width for i in b) for b in batches):
+    """``(indices, weights)`` of shape ``(clients, steps, width)``: each client's batches
+    (of sizes ``widths``), padded with index 0 at weight 0 (shorter batches, and the steps
+    after its last)."""
+    if all(len(w) == steps and all(i == width for i in w) for w in widths):
         flat = torch.stack([i for b in batches for i in b])  # the common case: one stack
         return flat.view(len(batches), steps, width), torch.ones(len(batches), steps, width)
     idx = torch.zeros(len(batches), steps, width, dtype=torch.int64)

@@ -3,7 +3,7 @@
 There is no .proto: both methods carry raw bytes (identity serializers). A Message travels
 as one ``fedloom.transport.wire`` frame cut into chunks of at most ``chunk_bytes``, so a
 model of several GB never meets gRPC's per-message limit. ``Pull`` answers with a small
-JSON control record first (``{"v": 2, "status": "fit"|"idle"|"done"|"retry", "size": n}``),
+JSON control record first (``{"v": 3, "status": "fit"|"idle"|"done"|"retry", "size": n}``),
 then the chunks. Every call carries the client's protocol version in its metadata
 (``fedloom-protocol``); the server refuses one it does not speak.
 """
@@ -28,10 +28,15 @@ CLIENT_KEY = "fedloom-client"
 TOKEN_KEY = "fedloom-token"
 VERSION_KEY = "fedloom-protocol"
 """Call metadata: the protocol version the caller speaks (absent: version 1)."""
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """1: control records without a version, statuses fit/idle/done. 2: versioned control
-records, the ``retry`` status, and the caller's version in its metadata."""
-SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+records, the ``retry`` status, and the caller's version in its metadata. 3: the messages
+of a secure round (kinds ``secagg``, ``secagg_result``, ``ckks_result``) besides fits."""
+SUPPORTED_VERSIONS = frozenset({2, 3})
+"""Versions this side speaks; records and frames are the same in both, version 3 adds
+the secure round's message kinds, which a secure server requires."""
+SECURE_VERSION = 3
+"""The lowest version a secure round (``secure.mode``) accepts."""
 STATUSES = ("fit", "idle", "done", "retry")
 """``retry``: the server is stopping before the run is over; poll again (it will be back)."""
 SIZE_KEY = "fedloom-frame-size"
@@ -141,8 +146,9 @@ def join_chunks(
     return placed
 
 
-def control(status: str, size: int = 0) -> bytes:
-    return json.dumps({"v": PROTOCOL_VERSION, "status": status, "size": size}).encode()
+def control(status: str, size: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+    """A control record, in ``version``: the one the calling client speaks."""
+    return json.dumps({"v": version, "status": status, "size": size}).encode()
 
 
 def parse_control(data: bytes) -> tuple[str, int]:
@@ -152,7 +158,7 @@ def parse_control(data: bytes) -> tuple[str, int]:
         status, size = doc["status"], doc["size"]
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise UpdateRejected(f"malformed control record from the server: {error}") from None
-    if version != PROTOCOL_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ProtocolMismatch(
             f"the server speaks protocol {str(version)[:20]}, this client speaks "
             f"{PROTOCOL_VERSION}: upgrade the older side"
@@ -162,14 +168,26 @@ def parse_control(data: bytes) -> tuple[str, int]:
     return status, size
 
 
-def check_protocol(metadata: Iterable[tuple[str, Any]]) -> str | None:
-    """Why a call with this metadata cannot be served (its protocol version), or None."""
+def caller_version(metadata: Iterable[tuple[str, Any]]) -> int | None:
+    """The protocol version a call's metadata claims (absent: 1), None if unreadable."""
     claimed = dict(metadata).get(VERSION_KEY, "1")
     version = claimed if isinstance(claimed, str) else "?"
     short_number = len(version) <= 4 and version.isascii() and version.isdigit()
-    if short_number and int(version) in SUPPORTED_VERSIONS:
+    return int(version) if short_number else None
+
+
+def check_protocol(metadata: Iterable[tuple[str, Any]], lowest: int = 2) -> str | None:
+    """Why a call with this metadata cannot be served (its protocol version), or None.
+    ``lowest``: the oldest version this server's run accepts (3 for a secure round)."""
+    version = caller_version(metadata)
+    accepted = sorted(v for v in SUPPORTED_VERSIONS if v >= lowest)
+    if version in accepted:
         return None
-    return f"client speaks protocol {version[:20]}, this server speaks {PROTOCOL_VERSION}"
+    claimed = dict(metadata).get(VERSION_KEY, "1")
+    shown = claimed[:20] if isinstance(claimed, str) else "?"
+    speaks = " or ".join(map(str, accepted))
+    why = " (secure aggregation needs it)" if lowest >= SECURE_VERSION else ""
+    return f"client speaks protocol {shown}, this server speaks {speaks}{why}"
 
 
 def is_loopback(address: str) -> bool:

@@ -33,9 +33,11 @@ from fedloom.core.errors import UpdateRejected
 from fedloom.core.message import Message
 from fedloom.transport.base import Failure, Reply
 from fedloom.transport.grpc_common import (
+    PROTOCOL_VERSION,
     SERVICE,
     SIZE_KEY,
     Keepalive,
+    caller_version,
     check_protocol,
     control,
     frame_chunks,
@@ -97,6 +99,8 @@ class GrpcServerSettings:
     """Longest wait for clients before the first round."""
     resume_wait_s: float = 30.0
     """How long a resumed run waits for ``wait_for_clients`` (beyond ``min_clients``)."""
+    lowest_protocol: int = 2
+    """Oldest protocol version a client may speak (a secure round needs 3)."""
 
 
 @dataclass
@@ -298,7 +302,9 @@ class GrpcServerTransport:
         if not verify(self._tokens, cid, token):
             self._refusals.refused(context.peer(), cid, "bad token")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown client or bad token")
-        version_problem = check_protocol(context.invocation_metadata() or ())
+        version_problem = check_protocol(
+            context.invocation_metadata() or (), self.settings.lowest_protocol
+        )
         if version_problem is not None:
             log.warning("refused %s: %s", client_ref(cid), version_problem)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, version_problem)
@@ -317,6 +323,8 @@ class GrpcServerTransport:
             yield from self._serve_pull(cid, context)
 
     def _serve_pull(self, cid: str, context: grpc.ServicerContext) -> Iterator[bytes]:
+        # answered in the caller's version: records are alike in every version it may speak
+        version = caller_version(context.invocation_metadata() or ()) or PROTOCOL_VERSION
         with self._cond:
             self._cond.wait_for(
                 lambda: self._done or self._work_for(cid) is not None, timeout=self.settings.poll_s
@@ -324,16 +332,17 @@ class GrpcServerTransport:
             current, work, done = self._round, self._work_for(cid), self._done
             claimed = work is not None and self._claim(cid, "pull")
         if current is None or work is None or not claimed:
-            yield control(self._final if done else "idle")  # nothing (or sending): poll again
+            # nothing (or being sent): poll again
+            yield control(self._final if done else "idle", version=version)
             return
         try:
             if not self._downloads.acquire(timeout=min(self.settings.poll_s, current.time_left())):
-                yield control("idle")  # busy: the client simply polls again
+                yield control("idle", version=version)  # busy: the client simply polls again
                 return
             # a client that stops reading must not hold a download slot past the round
             with _cancel_after(current.time_left(), context):
                 try:
-                    yield control("fit", frame_size(work))
+                    yield control("fit", frame_size(work), version)
                     yield from frame_chunks(work, self.settings.chunk_bytes)
                 finally:
                     self._downloads.release()
