@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -62,6 +62,10 @@ class GroupReply:
                 f"a group reply needs one meta per client: {len(self.metas)} metas for "
                 f"{len(self.client_ids)} clients"
             )
+
+    def update(self, i: int) -> Tensors:
+        """Row ``i``'s update, by name."""
+        return {name: t[i] for name, t in self.updates.items()}
 
     def frame_size(self, i: int) -> int:
         """The exact size of the frame client i would have sent: ``frame_size`` of its
@@ -161,30 +165,7 @@ def collect_group(
         if j in refused:
             server._reject(rnd, cid, str(refused[j]), tally)
             continue
-        _accepted(server, rnd, cid, group, i, meta, tally)
-
-
-def _accepted(
-    server: Server,
-    rnd: int,
-    cid: str,
-    group: GroupReply,
-    i: int,
-    meta: ReplyMeta,
-    tally: RoundTally,
-) -> None:
-    """What the round loop does after an accepted reply (observers, the loss metric)."""
-    server._last_rejection.pop(cid, None)
-    for observe in server.observers:
-        observe(rnd, cid, group.metas[i])
-    if server.update_observers:
-        update = {name: t[i] for name, t in group.updates.items()}
-        for watch in server.update_observers:
-            watch(rnd, cid, update)
-    n = server.weighting.loss_weight(cid, meta.num_examples)
-    if meta.train_loss is not None:
-        tally.loss_sum += meta.train_loss * n
-        tally.examples += n
+        server.accepted(rnd, cid, group.metas[i], meta, partial(group.update, i), tally)
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -216,15 +217,7 @@ class Server:
                 tally.non_finite += isinstance(why, NonFinite)
                 self._reject(rnd, cid, str(why), tally)
                 continue
-            self._last_rejection.pop(cid, None)
-            for observe in self.observers:
-                observe(rnd, cid, reply.meta)
-            for watch in self.update_observers:
-                watch(rnd, cid, update)
-            n = self.weighting.loss_weight(cid, meta.num_examples)
-            if meta.train_loss is not None:
-                tally.loss_sum += meta.train_loss * n
-                tally.examples += n
+            self.accepted(rnd, cid, reply.meta, meta, partial(dict, update), tally)
         if self.reduce is not None:
             self.reduce(rnd, sampled, aggregator, tally)
         if self.stop_on_divergence:
@@ -276,6 +269,29 @@ class Server:
         except Exception as error:
             log.exception("round %d: decoding the update from %s failed", rnd, client_ref(cid))
             raise UpdateRejected(f"undecodable update: {type(error).__name__}") from None
+
+    def accepted(
+        self,
+        rnd: int,
+        cid: str,
+        raw_meta: Mapping[str, Any],
+        meta: ReplyMeta,
+        update: Callable[[], Tensors],
+        tally: RoundTally,
+    ) -> None:
+        """What the round loop does after an accepted reply: observers see it (``update``
+        is built only when one watches updates) and its loss enters the round's metric."""
+        self._last_rejection.pop(cid, None)
+        for observe in self.observers:
+            observe(rnd, cid, raw_meta)
+        if self.update_observers:
+            shown = update()
+            for watch in self.update_observers:
+                watch(rnd, cid, shown)
+        n = self.weighting.loss_weight(cid, meta.num_examples)
+        if meta.train_loss is not None:
+            tally.loss_sum += meta.train_loss * n
+            tally.examples += n
 
     def _reject(self, rnd: int, cid: str, why: str, tally: RoundTally) -> None:
         """Count the rejection; log it unless it repeats the client's previous reason."""
