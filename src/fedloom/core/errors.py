@@ -39,9 +39,10 @@ class NonFinite(UpdateRejected):
     """An update (or its training loss) holding NaN or infinite values: training diverged."""
 
 
-class Interrupted(FedloomError):
-    """The run was told to stop (SIGINT or SIGTERM) before it was over. It is never a
-    round's failure: whatever catches errors to go on with the next round lets it pass."""
+class Interrupted(BaseException):
+    """The run was told to stop (SIGINT or SIGTERM) before it was over. Like
+    ``KeyboardInterrupt`` it is not an ``Exception``: no handler that turns an error into
+    a round's failure (``except FedloomError``, ``except Exception``) can swallow it."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum

@@ -21,7 +21,7 @@ import numpy as np
 from safetensors.numpy import load, save
 
 from fedloom.core.codec import Codec
-from fedloom.core.errors import FedloomError, Interrupted, NonFinite, UpdateRejected
+from fedloom.core.errors import FedloomError, NonFinite, UpdateRejected
 from fedloom.core.message import Message, payload_bytes
 from fedloom.secure.authority import KeyAuthority
 from fedloom.secure.ckks import CkksParams, EncryptedSum, encrypt, load_public
@@ -92,8 +92,6 @@ class CkksRound:
             return FixedAggregate()
         try:
             flat = self.authority.decrypt_sum(rnd, total.serialized(), self.length)
-        except Interrupted:
-            raise
         except FedloomError as why:
             self.last_aborted = str(why)
             log.error("round %d: %s; the global model is unchanged", rnd, why)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from fedloom.core.clientref import client_ref
 from fedloom.core.codec import Codec
-from fedloom.core.errors import FedloomError, Interrupted, NonFinite, UpdateRejected
+from fedloom.core.errors import FedloomError, NonFinite, UpdateRejected
 from fedloom.core.message import Message, payload_bytes
 from fedloom.core.tensors import Tensors
 from fedloom.secure import messages as wire
@@ -150,8 +150,6 @@ class SecureRound:
                     outbox = dict(self._timed(secagg.close_masked))
             result: SecureSum = self._timed(secagg.finish)
             decoded = self.codec.decode(result.total, len(result.survivors), rnd)
-        except Interrupted:
-            raise
         except (SecAggAborted, FedloomError) as why:
             self.last.aborted = str(why)
             log.error("round %d: %s; the global model is unchanged", rnd, why)

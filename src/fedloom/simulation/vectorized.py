@@ -91,10 +91,7 @@ def train_group(
     *,
     randomness: Randomness = "error",
 ) -> list[JobResult]:
-    """Train every job's client from ``start`` (the global weights by name; a trainable
-    parameter missing there starts from ``model``'s value); one result per job, in order."""
-    if not any(job.batches for job in jobs):
-        return [JobResult({n: t.clone() for n, t in start.items()}, 0.0, 0) for _ in jobs]
+    """``train_stacked``, one result per job, in order."""
     result = train_stacked(model, jobs, start, rule, loss, randomness=randomness)
     return [result.job(k) for k in range(len(jobs))]
 
@@ -108,7 +105,9 @@ def train_stacked(
     *,
     randomness: Randomness = "error",
 ) -> GroupResult:
-    """``train_group``, with the trained weights left stacked (``GroupResult``)."""
+    """Train every job's client from ``start`` (the global weights by name; a trainable
+    parameter missing there starts from ``model``'s value), the trained weights left
+    stacked (``GroupResult``): row k is job k."""
     names = trainable_names(model)
     own = dict(model.named_parameters())
     fixed: Tensors = {n: p.detach() for n, p in own.items() if not p.requires_grad}
