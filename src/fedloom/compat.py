@@ -334,6 +334,15 @@ def distillation(cfg: FedConfig) -> list[str]:
             f"simulation.vectorize={cfg.simulation.vectorize} trains one shared architecture "
             "(use simulation.vectorize=off)",
         ),
+        (
+            name == "feddf"
+            and cfg.distill.optimizer == "adam"
+            and cfg.distill.step_scale is not None
+            and cfg.distill.lr is not None,
+            f"distill.lr={cfg.distill.lr}: with distill.optimizer=adam each step is sized by "
+            f"distill.step_scale={cfg.distill.step_scale}, so the rate would be ignored (set "
+            "distill.step_scale=null to use distill.lr)",
+        ),
     ]
     return [f"{key} cannot be combined with {why}" for refused, why in refusals if refused]
 

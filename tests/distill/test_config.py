@@ -96,3 +96,14 @@ def test_error_feedback_across_architectures_is_refused_and_off_is_accepted() ->
         ["strategy.name=feddf", HET, "compression.up=int8", "compression.error_feedback=false"],
     )
     assert config.compression.up == "int8"
+
+
+def test_a_rate_feddf_would_ignore_is_refused_and_the_ones_it_uses_are_accepted() -> None:
+    message = _refused("strategy.name=feddf", "distill.lr=0.01")
+    assert "distill.lr=0.01" in message and "distill.step_scale=null" in message
+    for used in (
+        ["distill.step_scale=null"],
+        ["distill.optimizer=sgd"],
+        ["strategy.name=fedmd"],
+    ):
+        load_config(None, ["strategy.name=feddf", "distill.lr=0.01", *used])
