@@ -5,7 +5,8 @@ architectures, and FedMD; prints a Markdown table of accuracy and traffic.
     .venv/bin/python bench/distill.py --task digits --rounds 20 --seeds 0,1,2,3,4
     .venv/bin/python bench/distill.py --task mnist --data ../shared/data/mnist
     .venv/bin/python bench/distill.py --task digits --skip FedMD   # every method but FedMD
-    .venv/bin/python bench/distill.py --only "FedDF, mlp" --set distill.step_scale=null
+    .venv/bin/python bench/distill.py --only "FedDF, one" --set distill.step_scale=null
+    .venv/bin/python bench/distill.py --task digits --only "FedAvg,one" --set model.name=cnn
 
 Every task: Dirichlet(α=0.1) over 20 clients, 10 sampled per round, the same number of
 rounds for every method, seeded. FedDF and FedMD hold out 10% of the training data,
@@ -46,37 +47,30 @@ THREE = (
 TWO = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: logreg, fraction: 0.5}]"
 
 
-def runs(mix: str, label: str) -> dict[str, list[str]]:
-    return {
-        "FedAvg (mlp_2nn), all training data": ["strategy.name=fedavg", "model.name=mlp_2nn"],
-        "FedAvg (mlp_2nn), the clients' 90%": [
-            "strategy.name=feddf",
-            "model.name=mlp_2nn",
-            "distill.steps=0",
-        ],
-        "FedDF, one arch (mlp_2nn)": ["strategy.name=feddf", "model.name=mlp_2nn"],
-        "FedDF, one arch, Adam at a fixed lr 1e-3": [
-            "strategy.name=feddf",
-            "model.name=mlp_2nn",
-            "distill.step_scale=null",
-        ],
-        "FedDF, one arch, SGD lr 0.01": [
-            "strategy.name=feddf",
-            "model.name=mlp_2nn",
-            "distill.optimizer=sgd",
-        ],
-        f"FedDF, {label}": ["strategy.name=feddf", "model.name=mlp_2nn", mix],
-        f"FedMD, {label}": ["strategy.name=fedmd", "model.name=mlp_2nn", mix],
+def runs(mixes: dict[str, str]) -> dict[str, list[str]]:
+    """Every method's overrides; ``mixes``: label -> ``clients.models`` override, the first
+    one also FedMD's."""
+    one = ["strategy.name=feddf", "model.name=mlp_2nn"]
+    methods = {
+        "FedAvg, all training data": ["strategy.name=fedavg", "model.name=mlp_2nn"],
+        "FedAvg, the clients' 90%": [*one, "distill.steps=0"],
+        "FedDF, one arch": one,
+        "FedDF, one arch, no guard": [*one, "distill.guard=none"],
     }
+    methods |= {f"FedDF, {label}": [*one, mix] for label, mix in mixes.items()}
+    label, mix = next(iter(mixes.items()))
+    return methods | {f"FedMD, {label}": ["strategy.name=fedmd", "model.name=mlp_2nn", mix]}
 
 
-def tasks(data_dir: Path) -> dict[str, tuple[list[str], str, str]]:
+def tasks(data_dir: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
     return {
-        "digits": (["data.name=digits"], THREE, "mlp_2nn + cnn + logreg"),
+        "digits": (
+            ["data.name=digits"],
+            {"mlp_2nn + cnn + logreg": THREE, "mlp_2nn + logreg": TWO},
+        ),
         "mnist": (
             ["data.name=mnist", f"data.dir={data_dir}", "data.files=test"],
-            TWO,
-            "mlp_2nn + logreg",
+            {"mlp_2nn + logreg": TWO},
         ),
     }
 
@@ -150,9 +144,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for task in chosen:
-            data, mix, label = tasks(args.data)[task]
+            data, mixes = tasks(args.data)[task]
             rounds = args.rounds or (20 if task == "digits" else 10)
-            methods = runs(mix, label)
+            methods = runs(mixes)
             for name in chosen_methods(list(methods), args.only, args.skip):
                 base = [*COMMON, *data, *methods[name], f"rounds={rounds}", f"eval_every={rounds}"]
                 base += args.set

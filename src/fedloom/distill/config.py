@@ -87,6 +87,12 @@ class DistillConfig(BaseModel):
     """FedDF with Adam: each tensor's learning rate is this times the root mean square
     of the round's averaged update of that tensor, so that the distillation's steps are
     as large as the clients' were; null: ``lr``. SGD and FedMD's digest use ``lr``."""
+    guard: Literal["classes", "none"] = "classes"
+    """FedDF: ``classes`` keeps an architecture's averaged model, undistilled, in a
+    round whose ensemble predicts fewer distinct classes on the distillation inputs
+    than that average does (a teacher that lost distinctions, typically one class for
+    every input when the clients hold one or two classes each); ``none`` always
+    distils."""
     batch_size: int = Field(64, ge=1)
     """Distillation examples per step."""
     temperature: float = Field(1.0, gt=0)

@@ -50,6 +50,11 @@ def logits_of(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
+def classes_predicted(scores: Tensor) -> int:
+    """How many distinct classes the class scores pick (argmax) over their rows."""
+    return int(scores.argmax(1).unique().numel()) if len(scores) else 0
+
+
 def agreement(student: Tensor, teacher: Tensor) -> float:
     """Share of examples on which the two sets of class scores pick the same class."""
     return float((student.argmax(1) == teacher.argmax(1)).float().mean())

@@ -23,6 +23,9 @@ from fedloom.core.tensors import Tensors, clone
 from fedloom.distill.clients import ArchClient
 from fedloom.distill.ensemble import (
     ADAM,
+    Distilled,
+    agreement,
+    classes_predicted,
     distill_into,
     logits_of,
     state_after,
@@ -99,8 +102,9 @@ class FedDF(DistillStrategy):
         self.server_lr = config.server_lr
         self.states: dict[str, Tensors] = {}
         self.round = 0
-        self.last: dict[str, dict[str, float]] = {}
-        """This round's distillation of each architecture: steps, agreement before, after."""
+        self.last: dict[str, dict[str, Any]] = {}
+        """This round's distillation of each architecture: steps, whether the guard
+        skipped it, classes the teacher and the average predict, agreement before, after."""
 
     def prepare(self, parts: Any) -> None:
         fed = self.fed
@@ -146,20 +150,37 @@ class FedDF(DistillStrategy):
     def _distill(self, arch: str, state: Tensors, teacher: Tensor, update: Tensors) -> Tensors:
         """``state`` distilled towards ``teacher``; with Adam and ``distill.step_scale``,
         each tensor's step size follows its share of the round's ``update`` (none: an
-        architecture no client trained this round keeps its averaged weights)."""
+        architecture no client trained this round keeps its averaged weights). With
+        ``distill.guard=classes``, a teacher that predicts fewer classes on the
+        distillation inputs than ``state`` does leaves ``state`` as it is."""
         fed = self.fed
         cfg = fed.config
-        sizes = None
-        if cfg.optimizer == ADAM and cfg.step_scale is not None:
-            sizes = update_step_sizes(update, cfg.step_scale)
         net = fed.nets[arch]
         load_into(net, state)
-        with torch.random.fork_rng(devices=[]):  # dropout, seeded per round and model
-            torch.manual_seed(derive_seed(fed.seed, "distill", self.round, arch))
-            gen = generator(fed.seed, "distill-order", self.round, arch)
-            done = distill_into(net, fed.unlabeled, teacher, cfg, gen, step_sizes=sizes)
+        start = logits_of(net, fed.unlabeled.inputs)
+        taught, known = classes_predicted(teacher), classes_predicted(start)
+        skipped = cfg.guard == "classes" and taught < known
+        if skipped:
+            log.info(
+                "round %d, %s: the ensemble predicts %d classes, the average %d: not distilled",
+                *(self.round, arch, taught, known),
+            )
+            held = len(fed.unlabeled.fit)
+            agrees = agreement(start[held:], teacher[held:])
+            done = Distilled(0, agrees, agrees)
+        else:
+            sizes = None
+            if cfg.optimizer == ADAM and cfg.step_scale is not None:
+                sizes = update_step_sizes(update, cfg.step_scale)
+            with torch.random.fork_rng(devices=[]):  # dropout, seeded per round and model
+                torch.manual_seed(derive_seed(fed.seed, "distill", self.round, arch))
+                gen = generator(fed.seed, "distill-order", self.round, arch)
+                done = distill_into(net, fed.unlabeled, teacher, cfg, gen, step_sizes=sizes)
         self.last[arch] = {
             "steps": done.steps,
+            "skipped": skipped,
+            "teacher_classes": taught,
+            "average_classes": known,
             "agreement_before": done.before,
             "agreement_after": done.after,
         }

@@ -1,0 +1,105 @@
+"""FedDF's guard: an ensemble that predicts fewer classes than the averaged model (the
+degenerate teacher of one-or-two-class clients) is not distilled into it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedloom.client.task import classification
+from fedloom.core.tensors import Tensors, clone, state_of
+from fedloom.data.base import TensorData
+from fedloom.distill.config import DistillConfig
+from fedloom.distill.data import Unlabeled
+from fedloom.distill.ensemble import classes_predicted, logits_of
+from fedloom.distill.feddf import SEP, TEACHER, FedDF
+from fedloom.distill.setup import Federation
+from fedloom.server.config import StrategyConfig
+
+CLASSES = 4
+
+
+def _feddf(guard: str) -> tuple[FedDF, Tensors]:
+    """A one-architecture FedDF over a linear model that tells 4 classes apart."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 8, generator=gen)
+    torch.manual_seed(0)
+    net = nn.Linear(8, CLASSES)
+    with torch.no_grad():
+        net.weight.copy_(torch.randn(CLASSES, 8, generator=gen) * 3)
+    start = clone(state_of(net))
+    fed = Federation(
+        archs=["lin"],
+        assignment=["lin"],
+        nets={"lin": net},
+        initial={"lin": start},
+        unlabeled=Unlabeled(fit=x[:80], val=x[80:]),
+        test=TensorData(x, torch.zeros(100, dtype=torch.long)),
+        task=classification(),
+        num_classes=CLASSES,
+        config=DistillConfig(guard=guard),  # type: ignore[arg-type]
+        seed=0,
+        eval_every=1,
+        rounds=1,
+    )
+    strategy = FedDF(StrategyConfig(name="feddf"))
+    strategy.bind(fed)
+    strategy.start(start)
+    strategy.new_aggregator(1)
+    return strategy, start
+
+
+def _aggregate(start: Tensors, teacher: torch.Tensor) -> Tensors:
+    """A round whose averaged update adds 0.3 to every weight (the same shift for every
+    class, so the average picks the classes the start picks) and whose ensemble's class
+    scores are ``teacher``."""
+    update = {n: torch.full_like(t, 0.3) for n, t in start.items()}
+    return {**{f"lin{SEP}{n}": t for n, t in update.items()}, TEACHER: teacher}
+
+
+def _collapsed(rows: int) -> torch.Tensor:
+    """Class scores that pick class 2 for every input."""
+    scores = torch.zeros(rows, CLASSES)
+    scores[:, 2] = 5.0
+    return scores
+
+
+def test_a_teacher_with_fewer_classes_leaves_the_average_as_it_is() -> None:
+    strategy, start = _feddf("classes")
+    averaged = {n: t + 0.3 for n, t in start.items()}
+    assert (
+        classes_predicted(logits_of(strategy.fed.nets["lin"], strategy.fed.unlabeled.inputs)) == 4
+    )
+    new = strategy.apply(start, _aggregate(start, _collapsed(100)))
+    assert all(torch.equal(new[n], averaged[n]) for n in averaged)
+    record = strategy.last["lin"]
+    assert record["skipped"] is True
+    assert (record["steps"], record["teacher_classes"], record["average_classes"]) == (0, 1, 4)
+    assert record["agreement_before"] == record["agreement_after"]
+
+
+def test_without_the_guard_the_same_teacher_collapses_the_student() -> None:
+    strategy, start = _feddf("none")
+    new = strategy.apply(start, _aggregate(start, _collapsed(100)))
+    assert strategy.last["lin"]["skipped"] is False
+    assert strategy.last["lin"]["steps"] > 0
+    net = strategy.fed.nets["lin"]
+    with torch.no_grad():
+        for name, value in state_of(net).items():
+            value.copy_(new[name])
+    # the distilled model now picks the teacher's single class on more inputs than before
+    after = logits_of(net, strategy.fed.unlabeled.val).argmax(1)
+    assert strategy.last["lin"]["agreement_after"] > strategy.last["lin"]["agreement_before"]
+    assert float((after == 2).float().mean()) == strategy.last["lin"]["agreement_after"]
+
+
+def test_a_teacher_with_as_many_classes_is_distilled() -> None:
+    strategy, start = _feddf("classes")
+    gen = torch.Generator().manual_seed(1)
+    teacher = torch.randn(100, CLASSES, generator=gen) * 3  # every class picked somewhere
+    assert classes_predicted(teacher) == CLASSES
+    strategy.apply(start, _aggregate(start, teacher))
+    record = strategy.last["lin"]
+    assert record["skipped"] is False
+    assert record["steps"] > 0
+    assert record["teacher_classes"] == record["average_classes"] == CLASSES
