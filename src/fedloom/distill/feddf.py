@@ -161,10 +161,8 @@ class FedDF(DistillStrategy):
         taught, known = classes_predicted(teacher), classes_predicted(start)
         skipped = cfg.guard == "classes" and taught < known
         if skipped:
-            log.info(
-                "round %d, %s: the ensemble predicts %d classes, the average %d: not distilled",
-                *(self.round, arch, taught, known),
-            )
+            why = "the ensemble predicts %d classes, the average %d: not distilled"
+            log.info("round %d, %s: " + why, self.round, arch, taught, known)
             held = len(fed.unlabeled.fit)
             agrees = agreement(start[held:], teacher[held:])
             done = Distilled(0, agrees, agrees)
