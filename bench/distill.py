@@ -12,8 +12,11 @@ Every task: Dirichlet(α=0.1) over 20 clients, 10 sampled per round, the same nu
 rounds for every method, seeded. FedDF and FedMD hold out 10% of the training data,
 unlabeled, as distillation data / public set (the clients train on the other 90%).
 FedAvg runs twice: on all the training data, and on the same clients' 90% (FedDF with
-``distill.steps=0``, which is FedAvg exactly). MNIST is its official test set (10,000
-images), of which 20% is the test split and the rest is divided among the clients.
+``distill.steps=0``, which is FedAvg exactly). The "mean teacher" and "mean consensus"
+rows use the plain mean of the client models' class scores instead of the centered one;
+the "guard" rows set ``distill.guard=classes``.
+MNIST is its official test set (10,000 images), of which 20% is the test split and the
+rest is divided among the clients.
 With several seeds a row shows the mean and each seed's accuracy; wall and CPU seconds
 are the totals over the seeds.
 """
@@ -55,11 +58,21 @@ def runs(mixes: dict[str, str]) -> dict[str, list[str]]:
         "FedAvg, all training data": ["strategy.name=fedavg", "model.name=mlp_2nn"],
         "FedAvg, the clients' 90%": [*one, "distill.steps=0"],
         "FedDF, one arch": one,
-        "FedDF, one arch, no guard": [*one, "distill.guard=none"],
+        "FedDF, one arch, guard": [*one, "distill.guard=classes"],
+        "FedDF, one arch, mean teacher": [*one, "distill.teacher=mean"],
+        "FedDF, one arch, mean teacher, guard": [
+            *one,
+            "distill.teacher=mean",
+            "distill.guard=classes",
+        ],
     }
     methods |= {f"FedDF, {label}": [*one, mix] for label, mix in mixes.items()}
     label, mix = next(iter(mixes.items()))
-    return methods | {f"FedMD, {label}": ["strategy.name=fedmd", "model.name=mlp_2nn", mix]}
+    fedmd = ["strategy.name=fedmd", "model.name=mlp_2nn", mix]
+    return methods | {
+        f"FedMD, {label}": fedmd,
+        f"FedMD, {label}, mean consensus": [*fedmd, "distill.teacher=mean"],
+    }
 
 
 def tasks(data_dir: Path) -> dict[str, tuple[list[str], dict[str, str]]]:

@@ -1,4 +1,5 @@
-"""FedDF's guard: an ensemble that predicts fewer classes than the averaged model (the
+"""FedDF's teacher and guard: the centered teacher drops the classes every client
+favours everywhere; an ensemble that predicts fewer classes than the averaged model (the
 degenerate teacher of one-or-two-class clients) is not distilled into it."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fedloom.core.tensors import Tensors, clone, state_of
 from fedloom.data.base import TensorData
 from fedloom.distill.config import DistillConfig
 from fedloom.distill.data import Unlabeled
-from fedloom.distill.ensemble import classes_predicted, logits_of
+from fedloom.distill.ensemble import centered, classes_predicted, logits_of
 from fedloom.distill.feddf import SEP, TEACHER, FedDF
 from fedloom.distill.setup import Federation
 from fedloom.server.config import StrategyConfig
@@ -20,7 +21,7 @@ from fedloom.server.config import StrategyConfig
 CLASSES = 4
 
 
-def _feddf(guard: str) -> tuple[FedDF, Tensors]:
+def _feddf(guard: str, teacher: str = "mean") -> tuple[FedDF, Tensors]:
     """A one-architecture FedDF over a linear model that tells 4 classes apart."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(100, 8, generator=gen)
@@ -38,7 +39,7 @@ def _feddf(guard: str) -> tuple[FedDF, Tensors]:
         test=TensorData(x, torch.zeros(100, dtype=torch.long)),
         task=classification(),
         num_classes=CLASSES,
-        config=DistillConfig(guard=guard),  # type: ignore[arg-type]
+        config=DistillConfig(guard=guard, teacher=teacher),  # type: ignore[arg-type]
         seed=0,
         eval_every=1,
         rounds=1,
@@ -102,3 +103,38 @@ def test_a_teacher_with_as_many_classes_is_distilled() -> None:
     assert record["skipped"] is False
     assert record["steps"] > 0
     assert record["teacher_classes"] == record["average_classes"] == CLASSES
+
+
+def _biased(rows: int) -> torch.Tensor:
+    """Class scores whose every row favours class 2 by 5, plus a signal of at most 3 that
+    tells the 4 classes apart: the plain mean picks class 2 for every input."""
+    gen = torch.Generator().manual_seed(2)
+    scores = torch.rand(rows, CLASSES, generator=gen) * 3
+    scores[:, 2] += 5.0
+    return scores
+
+
+def test_centered_is_the_scores_minus_their_mean_over_the_inputs() -> None:
+    scores = torch.tensor([[4.0, 1.0], [6.0, 0.0], [5.0, 2.0]])
+    # class means 5 and 1: the rows become [-1, 0], [1, -1], [0, 1]
+    expected = torch.tensor([[-1.0, 0.0], [1.0, -1.0], [0.0, 1.0]])
+    assert torch.equal(centered(scores), expected)
+    assert centered(scores).argmax(1).tolist() == [1, 0, 1]  # the plain scores: all class 0
+    # centering the mean of two clients' scores = the mean of their centered scores
+    other = torch.tensor([[0.0, 3.0], [1.0, 1.0], [2.0, 2.0]])
+    assert torch.allclose(centered((scores + other) / 2), (centered(scores) + centered(other)) / 2)
+
+
+def test_a_centered_teacher_recovers_the_classes_a_prior_hides() -> None:
+    teacher = _biased(100)
+    assert classes_predicted(teacher) == 1
+    assert classes_predicted(centered(teacher)) == CLASSES
+    plain, start = _feddf("classes", teacher="mean")
+    plain.apply(start, _aggregate(start, teacher))
+    assert plain.last["lin"]["skipped"] is True  # the plain mean: one class, not distilled
+    strategy, start = _feddf("classes", teacher="centered")
+    strategy.apply(start, _aggregate(start, teacher))
+    record = strategy.last["lin"]
+    assert (record["skipped"], record["teacher_classes"]) == (False, CLASSES)
+    assert record["steps"] > 0
+    assert record["agreement_after"] > record["agreement_before"]

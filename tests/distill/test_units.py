@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
 import torch
 from torch import nn
 
@@ -19,7 +23,9 @@ from fedloom.distill.ensemble import (
     logits_of,
 )
 from fedloom.distill.feddf import TEACHER, EnsembleAggregator
-from fedloom.distill.fedmd import ScoreMean
+from fedloom.distill.fedmd import FedMD, ScoreMean
+from fedloom.distill.setup import Federation
+from fedloom.server.config import StrategyConfig
 
 
 def test_split_counts_by_largest_remainder() -> None:
@@ -176,6 +182,18 @@ def test_fedmd_consensus_is_the_unweighted_mean() -> None:
     mean.add("0", {"logits": torch.tensor([[1.0, 2.0]])}, {"num_examples": 100})
     mean.add("1", {"logits": torch.tensor([[3.0, 0.0]])}, {"num_examples": 1})
     assert torch.equal(mean.result()["logits"], torch.tensor([[2.0, 1.0]]))
+
+
+@pytest.mark.parametrize("teacher", ["centered", "mean"])
+def test_fedmd_next_consensus_is_the_mean_centered_or_not(teacher: str) -> None:
+    strategy = FedMD(StrategyConfig(name="fedmd"))
+    config = DistillConfig(teacher=teacher)  # type: ignore[arg-type]
+    strategy.bind(cast(Federation, SimpleNamespace(config=config)))
+    mean = torch.tensor([[2.0, 1.0], [4.0, 1.0]])
+    consensus = strategy.apply({}, {"logits": mean})["logits"]
+    # class means 3 and 1 over the two public examples
+    expected = torch.tensor([[-1.0, 0.0], [1.0, 0.0]]) if teacher == "centered" else mean
+    assert torch.equal(consensus, expected)
 
 
 def test_pack_and_unpack_round_trip_with_padding() -> None:

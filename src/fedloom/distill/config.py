@@ -87,12 +87,18 @@ class DistillConfig(BaseModel):
     """FedDF with Adam: each tensor's learning rate is this times the root mean square
     of the round's averaged update of that tensor, so that the distillation's steps are
     as large as the clients' were; null: ``lr``. SGD and FedMD's digest use ``lr``."""
-    guard: Literal["classes", "none"] = "classes"
+    teacher: Literal["centered", "mean"] = "centered"
+    """The teacher's class scores. ``mean``: the mean of the client models' scores on
+    each distillation input (FedDF's ensemble, FedMD's consensus). ``centered``: that
+    mean minus its own mean over the distillation inputs, class by class, so that a
+    class every specialist favours everywhere (the label prior of a client that holds
+    one or two classes) no longer outvotes the inputs' evidence."""
+    guard: Literal["classes", "none"] = "none"
     """FedDF: ``classes`` keeps an architecture's averaged model, undistilled, in a
-    round whose ensemble predicts fewer distinct classes on the distillation inputs
+    round whose teacher predicts fewer distinct classes on the distillation inputs
     than that average does (a teacher that lost distinctions, typically one class for
-    every input when the clients hold one or two classes each); ``none`` always
-    distils."""
+    every input when the clients hold one or two classes each: a risk of
+    ``teacher=mean``); ``none`` always distils."""
     batch_size: int = Field(64, ge=1)
     """Distillation examples per step."""
     temperature: float = Field(1.0, gt=0)

@@ -50,6 +50,13 @@ def logits_of(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
+def centered(scores: Tensor) -> Tensor:
+    """``scores`` minus their mean over the rows, class by class: every class's score
+    averages 0 over the inputs, so a constant preference for a class is gone and what
+    is left is how much more each input shows it than the others do."""
+    return scores - scores.mean(0) if len(scores) else scores
+
+
 def classes_predicted(scores: Tensor) -> int:
     """How many distinct classes the class scores pick (argmax) over their rows."""
     return int(scores.argmax(1).unique().numel()) if len(scores) else 0

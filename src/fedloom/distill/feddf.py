@@ -25,6 +25,7 @@ from fedloom.distill.ensemble import (
     ADAM,
     Distilled,
     agreement,
+    centered,
     classes_predicted,
     distill_into,
     logits_of,
@@ -130,6 +131,8 @@ class FedDF(DistillStrategy):
         fed = self.fed
         self.states[fed.primary] = dict(global_state)
         teacher = aggregate.get(TEACHER)
+        if teacher is not None and fed.config.teacher == "centered":
+            teacher = centered(teacher)  # the same as centering each client's scores
         for arch in fed.archs:
             base = self.states[arch]
             prefix = f"{arch}{SEP}"

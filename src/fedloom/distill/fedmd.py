@@ -19,6 +19,7 @@ from torch import Tensor
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.tensors import Tensors
 from fedloom.distill.clients import DIGEST_KEY, LOGITS, REPORT_KEY, FedMDClient
+from fedloom.distill.ensemble import centered
 from fedloom.distill.setup import client_maker, parameter_counts
 from fedloom.distill.strategy import DistillStrategy
 from fedloom.server.config import StrategyConfig
@@ -124,7 +125,10 @@ class FedMD(DistillStrategy):
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         self.ready = True
-        return {LOGITS: aggregate[LOGITS].clone()}
+        consensus = aggregate[LOGITS]
+        if self.fed.config.teacher == "centered":
+            return {LOGITS: centered(consensus)}
+        return {LOGITS: consensus.clone()}
 
     def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
         return {}, {"ready": self.ready}
