@@ -4,6 +4,7 @@ degenerate teacher of one-or-two-class clients) is not distilled into it."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -21,7 +22,7 @@ from fedloom.server.config import StrategyConfig
 CLASSES = 4
 
 
-def _feddf(guard: str, teacher: str = "mean") -> tuple[FedDF, Tensors]:
+def _feddf(guard: str, teacher: str) -> tuple[FedDF, Tensors]:
     """A one-architecture FedDF over a linear model that tells 4 classes apart."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(100, 8, generator=gen)
@@ -67,7 +68,7 @@ def _collapsed(rows: int) -> torch.Tensor:
 
 
 def test_a_teacher_with_fewer_classes_leaves_the_average_as_it_is() -> None:
-    strategy, start = _feddf("classes")
+    strategy, start = _feddf("classes", "mean")
     averaged = {n: t + 0.3 for n, t in start.items()}
     assert (
         classes_predicted(logits_of(strategy.fed.nets["lin"], strategy.fed.unlabeled.inputs)) == 4
@@ -81,7 +82,7 @@ def test_a_teacher_with_fewer_classes_leaves_the_average_as_it_is() -> None:
 
 
 def test_without_the_guard_the_same_teacher_collapses_the_student() -> None:
-    strategy, start = _feddf("none")
+    strategy, start = _feddf("none", "mean")
     new = strategy.apply(start, _aggregate(start, _collapsed(100)))
     assert strategy.last["lin"]["skipped"] is False
     assert strategy.last["lin"]["steps"] > 0
@@ -94,7 +95,7 @@ def test_without_the_guard_the_same_teacher_collapses_the_student() -> None:
 
 
 def test_a_teacher_with_as_many_classes_is_distilled() -> None:
-    strategy, start = _feddf("classes")
+    strategy, start = _feddf("classes", "mean")
     gen = torch.Generator().manual_seed(1)
     teacher = torch.randn(100, CLASSES, generator=gen) * 3  # every class picked somewhere
     assert classes_predicted(teacher) == CLASSES
@@ -106,8 +107,9 @@ def test_a_teacher_with_as_many_classes_is_distilled() -> None:
 
 
 def _biased(rows: int) -> torch.Tensor:
-    """Class scores whose every row favours class 2 by 5, plus a signal of at most 3 that
-    tells the 4 classes apart: the plain mean picks class 2 for every input."""
+    """Class scores whose every row favours class 2 by 5, plus per-input scores in [0, 3)
+    for every class (seeded noise, so that each class is some inputs' highest): the plain
+    mean picks class 2 for every input."""
     gen = torch.Generator().manual_seed(2)
     scores = torch.rand(rows, CLASSES, generator=gen) * 3
     scores[:, 2] += 5.0
@@ -138,3 +140,32 @@ def test_a_centered_teacher_recovers_the_classes_a_prior_hides() -> None:
     assert (record["skipped"], record["teacher_classes"]) == (False, CLASSES)
     assert record["steps"] > 0
     assert record["agreement_after"] > record["agreement_before"]
+
+
+def test_the_defaults_are_the_centered_teacher_without_the_guard() -> None:
+    config = DistillConfig()
+    assert (config.teacher, config.guard) == ("centered", "none")
+
+
+def test_a_teacher_that_overflows_leaves_the_average_undistilled() -> None:
+    strategy, start = _feddf("none", "centered")
+    teacher = _biased(100)
+    teacher[:2, 0] = 3e38  # finite scores whose sum over the clients overflowed
+    teacher[2, 0] = float("inf")
+    new = strategy.apply(start, _aggregate(start, teacher))
+    assert all(torch.equal(new[n], start[n] + 0.3) for n in start)
+    assert strategy.last == {}
+
+
+def test_a_resumed_run_keeps_the_teacher_it_was_saved_with() -> None:
+    strategy, start = _feddf("none", "centered")
+    tensors, rest = strategy.state_dict()
+    assert (rest["teacher"], rest["guard"]) == ("centered", "none")
+    strategy.load_state_dict(tensors, rest)  # the same settings: resumes
+    older = {"round": rest["round"]}  # a checkpoint from before the keys: mean, classes
+    with pytest.raises(ValueError, match="distill.teacher=mean, this run has centered"):
+        strategy.load_state_dict(tensors, older)
+    other, _ = _feddf("classes", "mean")
+    other.load_state_dict(tensors, older)
+    with pytest.raises(ValueError, match="distill.guard=none, this run has classes"):
+        other.load_state_dict(tensors, rest | {"teacher": "mean"})

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TEACHER = "#ensemble"
 """The aggregate's entry holding the ensemble's mean class scores (no model has it)."""
+SETTINGS = ("teacher", "guard")
+"""The ``distill`` keys a checkpoint records and a resumed run must keep."""
 SEP = "/"
 """Between an architecture and a tensor name in the aggregate and the checkpoint."""
 
@@ -133,6 +135,9 @@ class FedDF(DistillStrategy):
         teacher = aggregate.get(TEACHER)
         if teacher is not None and fed.config.teacher == "centered":
             teacher = centered(teacher)  # the same as centering each client's scores
+        if teacher is not None and not bool(torch.isfinite(teacher).all()):
+            log.warning("round %d: the teacher's class scores overflow; not distilled", self.round)
+            teacher = None
         for arch in fed.archs:
             base = self.states[arch]
             prefix = f"{arch}{SEP}"
@@ -164,7 +169,7 @@ class FedDF(DistillStrategy):
         taught, known = classes_predicted(teacher), classes_predicted(start)
         skipped = cfg.guard == "classes" and taught < known
         if skipped:
-            why = "the ensemble predicts %d classes, the average %d: not distilled"
+            why = "the teacher predicts %d classes, the average %d: not distilled"
             log.info("round %d, %s: " + why, self.round, arch, taught, known)
             held = len(fed.unlabeled.fit)
             agrees = agreement(start[held:], teacher[held:])
@@ -202,9 +207,10 @@ class FedDF(DistillStrategy):
         tensors = {  # copies: the first architecture's tensors are also the global state
             f"{a}{SEP}{n}": t.clone() for a, state in self.states.items() for n, t in state.items()
         }
-        return tensors, {"round": self.round}
+        return tensors, {"round": self.round, **self.settings(*SETTINGS)}
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
+        self.check_settings(rest, *SETTINGS)
         states: dict[str, Tensors] = {arch: {} for arch in self.fed.archs}
         for key, t in tensors.items():
             arch, _, name = key.partition(SEP)

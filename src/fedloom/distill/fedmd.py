@@ -125,13 +125,12 @@ class FedMD(DistillStrategy):
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         self.ready = True
-        consensus = aggregate[LOGITS]
-        if self.fed.config.teacher == "centered":
-            return {LOGITS: centered(consensus)}
-        return {LOGITS: consensus.clone()}
+        mean = aggregate[LOGITS]
+        return {LOGITS: centered(mean) if self.fed.config.teacher == "centered" else mean.clone()}
 
     def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
-        return {}, {"ready": self.ready}
+        return {}, {"ready": self.ready, **self.settings("teacher")}
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
+        self.check_settings(rest, "teacher")
         self.ready = bool(rest["ready"])

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fedloom.distill.setup import Federation
 from fedloom.server.config import StrategyConfig
 from fedloom.server.strategy import Strategy, sgd
+
+BEFORE = {"teacher": "mean", "guard": "classes"}
+"""The settings of a checkpoint saved before it recorded them (their defaults then)."""
 
 
 class DistillStrategy(Strategy):
@@ -23,6 +29,21 @@ class DistillStrategy(Strategy):
         if self._federation is None:
             raise RuntimeError(f"strategy {self.name} was not bound to its federation")
         return self._federation
+
+    def settings(self, *keys: str) -> dict[str, Any]:
+        """The ``distill`` settings ``keys`` to save with a checkpoint."""
+        return {key: getattr(self.fed.config, key) for key in keys}
+
+    def check_settings(self, rest: Mapping[str, Any], *keys: str) -> None:
+        """ValueError unless the checkpoint's ``rest`` was run with this run's ``keys``:
+        a resumed run must not change its teacher halfway."""
+        for key, now in self.settings(*keys).items():
+            then = rest.get(key, BEFORE[key])
+            if then != now:
+                raise ValueError(
+                    f"the checkpoint was run with distill.{key}={then}, this run has {now}: "
+                    f"resume with distill.{key}={then}"
+                )
 
     def client_view(self, client_id: str) -> str:
         return self.fed.arch_of(client_id)
