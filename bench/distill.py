@@ -5,7 +5,7 @@ architectures, and FedMD; prints a Markdown table of accuracy and traffic.
     .venv/bin/python bench/distill.py --task digits --rounds 20 --seeds 0,1,2,3,4
     .venv/bin/python bench/distill.py --task mnist --data ../shared/data/mnist
     .venv/bin/python bench/distill.py --task digits --skip FedMD   # every method but FedMD
-    .venv/bin/python bench/distill.py --only "FedDF, one" --set distill.step_scale=null
+    .venv/bin/python bench/distill.py --only "FedDF, one" --set distill.teacher_std=2
     .venv/bin/python bench/distill.py --task digits --only "FedAvg,one" --set model.name=cnn
 
 Every task: Dirichlet(α=0.1) over 20 clients, 10 sampled per round, the same number of
@@ -13,8 +13,10 @@ rounds for every method, seeded. FedDF and FedMD hold out 10% of the training da
 unlabeled, as distillation data / public set (the clients train on the other 90%).
 FedAvg runs twice: on all the training data, and on the same clients' 90% (FedDF with
 ``distill.steps=0``, which is FedAvg exactly). The "mean teacher" and "mean consensus"
-rows use the plain mean of the client models' class scores instead of the centered one;
-the "guard" rows set ``distill.guard=classes``.
+rows use the plain mean of the client models' class scores instead of the centered,
+sharpened one (FedDF's with Adam steps following the update, ``distill.step_scale=0.3``,
+which that teacher needs); "unsharpened" sets ``distill.teacher_std=null``; "no guard" and
+"mean teacher" set ``distill.guard=none``.
 MNIST is its official test set (10,000 images), of which 20% is the test split and the
 rest is divided among the clients.
 With several seeds a row shows the mean and each seed's accuracy; wall and CPU seconds
@@ -47,6 +49,8 @@ THREE = (
     "clients.models=[{model: mlp_2nn, fraction: 0.4}, {model: cnn, fraction: 0.3}, "
     "{model: logreg, fraction: 0.3}]"
 )
+MEAN = ["distill.teacher=mean", "distill.teacher_std=null"]
+"""The plain mean of the client models' class scores as teacher (or consensus)."""
 TWO = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: logreg, fraction: 0.5}]"
 
 
@@ -58,20 +62,22 @@ def runs(mixes: dict[str, str]) -> dict[str, list[str]]:
         "FedAvg, all training data": ["strategy.name=fedavg", "model.name=mlp_2nn"],
         "FedAvg, the clients' 90%": [*one, "distill.steps=0"],
         "FedDF, one arch": one,
-        "FedDF, one arch, guard": [*one, "distill.guard=classes"],
-        "FedDF, one arch, mean teacher": [*one, "distill.teacher=mean"],
-        "FedDF, one arch, mean teacher, guard": [
+        "FedDF, one arch, unsharpened": [*one, "distill.teacher_std=null"],
+        "FedDF, one arch, no guard": [*one, "distill.guard=none"],
+        "FedDF, one arch, mean teacher": [
             *one,
-            "distill.teacher=mean",
-            "distill.guard=classes",
+            *MEAN,
+            "distill.step_scale=0.3",
+            "distill.guard=none",
         ],
+        "FedDF, one arch, mean teacher, guard": [*one, *MEAN, "distill.step_scale=0.3"],
     }
     methods |= {f"FedDF, {label}": [*one, mix] for label, mix in mixes.items()}
     label, mix = next(iter(mixes.items()))
     fedmd = ["strategy.name=fedmd", "model.name=mlp_2nn", mix]
     return methods | {
         f"FedMD, {label}": fedmd,
-        f"FedMD, {label}, mean consensus": [*fedmd, "distill.teacher=mean"],
+        f"FedMD, {label}, mean consensus": [*fedmd, *MEAN],
     }
 
 

@@ -99,9 +99,10 @@ def test_error_feedback_across_architectures_is_refused_and_off_is_accepted() ->
 
 
 def test_a_rate_feddf_would_ignore_is_refused_and_the_ones_it_uses_are_accepted() -> None:
-    message = _refused("strategy.name=feddf", "distill.lr=0.01")
+    message = _refused("strategy.name=feddf", "distill.step_scale=0.3", "distill.lr=0.01")
     assert "distill.lr=0.01" in message and "distill.step_scale=null" in message
     for used in (
+        [],  # no step_scale by default
         ["distill.step_scale=null"],
         ["distill.optimizer=sgd"],
         ["strategy.name=fedmd"],

@@ -4,6 +4,8 @@ degenerate teacher of one-or-two-class clients) is not distilled into it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -12,9 +14,10 @@ from fedloom.client.client import load_into
 from fedloom.client.task import classification
 from fedloom.core.tensors import Tensors, clone, state_of
 from fedloom.data.base import TensorData
+from fedloom.distill import feddf
 from fedloom.distill.config import DistillConfig
 from fedloom.distill.data import Unlabeled
-from fedloom.distill.ensemble import centered, classes_predicted, logits_of
+from fedloom.distill.ensemble import centered, classes_predicted, logits_of, sharpened
 from fedloom.distill.feddf import SEP, TEACHER, FedDF
 from fedloom.distill.setup import Federation
 from fedloom.server.config import StrategyConfig
@@ -22,7 +25,7 @@ from fedloom.server.config import StrategyConfig
 CLASSES = 4
 
 
-def _feddf(guard: str, teacher: str) -> tuple[FedDF, Tensors]:
+def _feddf(guard: str, teacher: str, **more: Any) -> tuple[FedDF, Tensors]:
     """A one-architecture FedDF over a linear model that tells 4 classes apart."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(100, 8, generator=gen)
@@ -40,7 +43,8 @@ def _feddf(guard: str, teacher: str) -> tuple[FedDF, Tensors]:
         test=TensorData(x, torch.zeros(100, dtype=torch.long)),
         task=classification(),
         num_classes=CLASSES,
-        config=DistillConfig(guard=guard, teacher=teacher),  # type: ignore[arg-type]
+        # steps as large as the round's update (0.3 x 0.3), so that a few show
+        config=DistillConfig(guard=guard, teacher=teacher, **{"step_scale": 0.3, **more}),
         seed=0,
         eval_every=1,
         rounds=1,
@@ -106,13 +110,12 @@ def test_a_teacher_with_as_many_classes_is_distilled() -> None:
     assert record["teacher_classes"] == record["average_classes"] == CLASSES
 
 
-def _biased(rows: int) -> torch.Tensor:
-    """Class scores whose every row favours class 2 by 5, plus per-input scores in [0, 3)
-    for every class (seeded noise, so that each class is some inputs' highest): the plain
-    mean picks class 2 for every input."""
+def _biased(inputs: torch.Tensor) -> torch.Tensor:
+    """Class scores that a linear map of ``inputs`` tells apart, plus 8 for class 2 on
+    every input (a prior): the plain mean picks class 2 for every input."""
     gen = torch.Generator().manual_seed(2)
-    scores = torch.rand(rows, CLASSES, generator=gen) * 3
-    scores[:, 2] += 5.0
+    scores = inputs @ (torch.randn(inputs.shape[1], CLASSES, generator=gen) * 0.5)
+    scores[:, 2] += 8.0
     return scores
 
 
@@ -128,10 +131,10 @@ def test_centered_is_the_scores_minus_their_mean_over_the_inputs() -> None:
 
 
 def test_a_centered_teacher_recovers_the_classes_a_prior_hides() -> None:
-    teacher = _biased(100)
+    plain, start = _feddf("classes", teacher="mean")
+    teacher = _biased(plain.fed.unlabeled.inputs)
     assert classes_predicted(teacher) == 1
     assert classes_predicted(centered(teacher)) == CLASSES
-    plain, start = _feddf("classes", teacher="mean")
     plain.apply(start, _aggregate(start, teacher))
     assert plain.last["lin"]["skipped"] is True  # the plain mean: one class, not distilled
     strategy, start = _feddf("classes", teacher="centered")
@@ -142,14 +145,41 @@ def test_a_centered_teacher_recovers_the_classes_a_prior_hides() -> None:
     assert record["agreement_after"] > record["agreement_before"]
 
 
-def test_the_defaults_are_the_centered_teacher_without_the_guard() -> None:
+def test_the_defaults_are_the_centered_sharpened_teacher_and_the_guard() -> None:
     config = DistillConfig()
-    assert (config.teacher, config.guard) == ("centered", "none")
+    assert (config.teacher, config.teacher_std, config.guard) == ("centered", 1.0, "classes")
+
+
+def test_sharpened_scales_a_soft_teacher_up_to_the_least_spread_and_never_down() -> None:
+    soft = torch.tensor([[0.5, -0.5], [-0.5, 0.5]])  # std over the 4 entries: sqrt(1/3)
+    assert torch.allclose(sharpened(soft, 1.0), soft * 3**0.5)
+    assert float(sharpened(soft, 2.0).std()) == pytest.approx(2.0)
+    sharp = soft * 4  # std 2.31: already above 1
+    assert sharpened(sharp, 1.0) is sharp
+    assert sharpened(soft, None) is soft
+    flat = torch.zeros(3, 2)  # nothing to sharpen
+    assert torch.equal(sharpened(flat, 1.0), flat)
+
+
+def test_the_teacher_is_distilled_sharpened(monkeypatch: pytest.MonkeyPatch) -> None:
+    strategy, start = _feddf("none", "centered", teacher_std=50.0)
+    teacher = centered(_biased(strategy.fed.unlabeled.inputs))
+    targets: list[torch.Tensor] = []
+    real = feddf.distill_into
+
+    def spy(net: nn.Module, data: Any, target: torch.Tensor, *args: Any, **kw: Any) -> Any:
+        targets.append(target)
+        return real(net, data, target, *args, **kw)
+
+    monkeypatch.setattr(feddf, "distill_into", spy)
+    strategy.apply(start, _aggregate(start, teacher))
+    assert float(targets[0].std()) == pytest.approx(50.0, rel=1e-5)
+    assert torch.allclose(targets[0], teacher * (50.0 / float(teacher.std())))
 
 
 def test_a_teacher_that_overflows_leaves_the_average_undistilled() -> None:
     strategy, start = _feddf("none", "centered")
-    teacher = _biased(100)
+    teacher = _biased(strategy.fed.unlabeled.inputs)
     teacher[:2, 0] = 3e38  # finite scores whose sum over the clients overflowed
     teacher[2, 0] = float("inf")
     new = strategy.apply(start, _aggregate(start, teacher))
@@ -160,12 +190,12 @@ def test_a_teacher_that_overflows_leaves_the_average_undistilled() -> None:
 def test_a_resumed_run_keeps_the_teacher_it_was_saved_with() -> None:
     strategy, start = _feddf("none", "centered")
     tensors, rest = strategy.state_dict()
-    assert (rest["teacher"], rest["guard"]) == ("centered", "none")
+    assert (rest["teacher"], rest["teacher_std"], rest["guard"]) == ("centered", 1.0, "none")
     strategy.load_state_dict(tensors, rest)  # the same settings: resumes
-    older = {"round": rest["round"]}  # a checkpoint from before the keys: mean, classes
+    older = {"round": rest["round"]}  # from before the keys: mean, unsharpened, classes
     with pytest.raises(ValueError, match="distill.teacher=mean, this run has centered"):
         strategy.load_state_dict(tensors, older)
-    other, _ = _feddf("classes", "mean")
+    other, _ = _feddf("classes", "mean", teacher_std=None)
     other.load_state_dict(tensors, older)
-    with pytest.raises(ValueError, match="distill.guard=none, this run has classes"):
+    with pytest.raises(ValueError, match="distill.teacher_std=1.0, this run has None"):
         other.load_state_dict(tensors, rest | {"teacher": "mean"})

@@ -128,7 +128,7 @@ def test_a_student_that_already_matches_the_teacher_is_left_as_it_is() -> None:
 def test_early_stopping_checks_the_held_out_loss_once_per_epoch_by_default() -> None:
     cfg = DistillConfig()
     assert (cfg.check_every, cfg.patience, cfg.lr, cfg.temperature) == (None, 3, None, 1.0)
-    assert (cfg.optimizer, cfg.step_scale) == ("adam", 0.3)
+    assert (cfg.optimizer, cfg.step_scale) == ("adam", None)
     assert check_interval(cfg, 107) == 2  # digits: 107 inputs, batches of 64
     assert check_interval(cfg, 633) == 10  # MNIST: 633 inputs
     assert check_interval(cfg, 10) == 1
@@ -189,10 +189,10 @@ def test_fedmd_next_consensus_is_the_mean_centered_or_not(teacher: str) -> None:
     strategy = FedMD(StrategyConfig(name="fedmd"))
     config = DistillConfig(teacher=teacher)  # type: ignore[arg-type]
     strategy.bind(cast(Federation, SimpleNamespace(config=config)))
-    mean = torch.tensor([[2.0, 1.0], [4.0, 1.0]])
+    mean = torch.tensor([[2.0, 1.0], [6.0, 1.0]])
     consensus = strategy.apply({}, {"logits": mean})["logits"]
-    # class means 3 and 1 over the two public examples
-    expected = torch.tensor([[-1.0, 0.0], [1.0, 0.0]]) if teacher == "centered" else mean
+    # class means 4 and 1 over the two public examples; both spreads above 1: not sharpened
+    expected = torch.tensor([[-2.0, 0.0], [2.0, 0.0]]) if teacher == "centered" else mean
     assert torch.equal(consensus, expected)
 
 

@@ -81,19 +81,26 @@ class DistillConfig(BaseModel):
     optimizer: Literal["adam", "sgd"] = "adam"
     """The distillation's optimizer: Adam, or plain SGD (no momentum)."""
     lr: float | None = Field(None, gt=0)
-    """Learning rate while distilling (FedDF with Adam: only when ``step_scale`` is
-    null); None: 1e-3 with Adam, 0.01 with SGD."""
-    step_scale: float | None = Field(0.3, gt=0)
+    """Learning rate while distilling (FedDF with Adam: unless ``step_scale`` is set);
+    None: 1e-3 with Adam, 0.01 with SGD."""
+    step_scale: float | None = Field(None, gt=0)
     """FedDF with Adam: each tensor's learning rate is this times the root mean square
     of the round's averaged update of that tensor, so that the distillation's steps are
-    as large as the clients' were; null: ``lr``. SGD and FedMD's digest use ``lr``."""
+    as large as the clients' were (needed with the plain ``mean`` teacher, unsharpened:
+    0.3); null: ``lr``. SGD and FedMD's digest use ``lr``."""
     teacher: Literal["centered", "mean"] = "centered"
     """The teacher's class scores. ``mean``: the mean of the client models' scores on
     each distillation input (FedDF's ensemble, FedMD's consensus). ``centered``: that
     mean minus its own mean over the distillation inputs, class by class, so that a
     class every specialist favours everywhere (the label prior of a client that holds
     one or two classes) no longer outvotes the inputs' evidence."""
-    guard: Literal["classes", "none"] = "none"
+    teacher_std: float | None = Field(1.0, gt=0)
+    """The teacher's class scores are scaled up, never down, to at least this standard
+    deviation over the distillation inputs and classes: a nearly uniform teacher (the
+    mean of models that barely trained, or that disagree) is sharpened, so the student
+    learns which class the ensemble prefers rather than its indecision; null: as they
+    are."""
+    guard: Literal["classes", "none"] = "classes"
     """FedDF: ``classes`` keeps an architecture's averaged model, undistilled, in a
     round whose teacher predicts fewer distinct classes on the distillation inputs
     than that average does (a teacher that lost distinctions, typically one class for

@@ -1,15 +1,15 @@
 """Ensemble distillation as pure functions over a model and tensors of class scores.
 
 The student learns the teacher's softened class probabilities (Hinton et al. 2015) with
-Adam (or plain SGD, ``distill.optimizer``). Adam moves every coordinate by about its
-learning rate per step whatever the gradient's size, so FedDF sets each tensor's learning
-rate from the round's averaged update (``update_step_sizes``: ``distill.step_scale`` times
-its root mean square). At a fixed lr 1e-3, when the clients barely moved the model (2-3
-local steps, as on scikit-learn's digits) the ensemble's logits were small and its
-signal weak, and Adam's fixed-size steps moved the student a median 2 times as far as the
-round's averaged update and kept the federation from learning (digits, α=0.1, seeds 0-4,
-the plain mean as teacher: 0.363 at lr 1e-3, 0.647 with steps following the update,
-0.587 without distillation).
+Adam (or plain SGD, ``distill.optimizer``). The teacher is the mean of the client models'
+class scores, ``centered`` per class over the distillation inputs (each non-IID client's
+label prior is a constant it adds to every input) and ``sharpened`` to a least spread (a
+mean of models that disagree or barely trained is nearly uniform). With the plain mean,
+Adam at a fixed lr 1e-3 moved the student a median 2 times as far as the round's averaged
+update when the clients barely moved the model and kept the federation from learning, so
+FedDF can set each tensor's learning rate from that update instead
+(``update_step_sizes``: ``distill.step_scale`` times its root mean square); the centered,
+sharpened teacher needs no such scaling.
 
 FedDF's early stopping watches the distillation loss itself on the held-out part (the
 student's KL divergence from the teacher there), checked once per pass over the
@@ -56,6 +56,16 @@ def centered(scores: Tensor) -> Tensor:
     averages 0 over the inputs, so a constant preference for a class is gone and what
     is left is how much more each input shows it than the others do."""
     return scores - scores.mean(0) if len(scores) else scores
+
+
+def sharpened(scores: Tensor, least: float | None) -> Tensor:
+    """``scores`` scaled up so that their standard deviation over all entries is at least
+    ``least``; as they are when it already is, when ``least`` is None, or when they are
+    constant (nothing to sharpen)."""
+    if least is None or scores.numel() < 2:
+        return scores
+    spread = float(scores.std())
+    return scores * (least / spread) if 0 < spread < least else scores
 
 
 def classes_predicted(scores: Tensor) -> int:

@@ -29,6 +29,7 @@ from fedloom.distill.ensemble import (
     classes_predicted,
     distill_into,
     logits_of,
+    sharpened,
     state_after,
     update_step_sizes,
 )
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 TEACHER = "#ensemble"
 """The aggregate's entry holding the ensemble's mean class scores (no model has it)."""
-SETTINGS = ("teacher", "guard")
+SETTINGS = ("teacher", "teacher_std", "guard")
 """The ``distill`` keys a checkpoint records and a resumed run must keep."""
 SEP = "/"
 """Between an architecture and a tensor name in the aggregate and the checkpoint."""
@@ -133,8 +134,10 @@ class FedDF(DistillStrategy):
         fed = self.fed
         self.states[fed.primary] = dict(global_state)
         teacher = aggregate.get(TEACHER)
-        if teacher is not None and fed.config.teacher == "centered":
-            teacher = centered(teacher)  # the same as centering each client's scores
+        if teacher is not None:
+            if fed.config.teacher == "centered":
+                teacher = centered(teacher)  # the same as centering each client's scores
+            teacher = sharpened(teacher, fed.config.teacher_std)
         if teacher is not None and not bool(torch.isfinite(teacher).all()):
             log.warning("round %d: the teacher's class scores overflow; not distilled", self.round)
             teacher = None

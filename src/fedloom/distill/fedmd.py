@@ -19,11 +19,14 @@ from torch import Tensor
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.tensors import Tensors
 from fedloom.distill.clients import DIGEST_KEY, LOGITS, REPORT_KEY, FedMDClient
-from fedloom.distill.ensemble import centered
+from fedloom.distill.ensemble import centered, sharpened
 from fedloom.distill.setup import client_maker, parameter_counts
 from fedloom.distill.strategy import DistillStrategy
 from fedloom.server.config import StrategyConfig
 from fedloom.server.strategy import SampleWeightedMean
+
+SETTINGS = ("teacher", "teacher_std")
+"""The ``distill`` keys a checkpoint records and a resumed run must keep."""
 
 
 class ScoreMean(SampleWeightedMean):
@@ -125,12 +128,14 @@ class FedMD(DistillStrategy):
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         self.ready = True
+        cfg = self.fed.config
         mean = aggregate[LOGITS]
-        return {LOGITS: centered(mean) if self.fed.config.teacher == "centered" else mean.clone()}
+        consensus = centered(mean) if cfg.teacher == "centered" else mean.clone()
+        return {LOGITS: sharpened(consensus, cfg.teacher_std)}
 
     def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
-        return {}, {"ready": self.ready, **self.settings("teacher")}
+        return {}, {"ready": self.ready, **self.settings(*SETTINGS)}
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
-        self.check_settings(rest, "teacher")
+        self.check_settings(rest, *SETTINGS)
         self.ready = bool(rest["ready"])

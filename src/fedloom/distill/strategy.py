@@ -9,7 +9,7 @@ from fedloom.distill.setup import Federation
 from fedloom.server.config import StrategyConfig
 from fedloom.server.strategy import Strategy, sgd
 
-BEFORE = {"teacher": "mean", "guard": "classes"}
+BEFORE = {"teacher": "mean", "teacher_std": None, "guard": "classes"}
 """The settings of a checkpoint saved before it recorded them (their defaults then)."""
 
 
