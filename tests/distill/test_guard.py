@@ -159,6 +159,10 @@ def test_sharpened_scales_a_soft_teacher_up_to_the_least_spread_and_never_down()
     assert sharpened(soft, None) is soft
     flat = torch.zeros(3, 2)  # nothing to sharpen
     assert torch.equal(sharpened(flat, 1.0), flat)
+    rounding = torch.full((3, 2), 1e3) + torch.tensor([[1e-5, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    assert sharpened(rounding, 1.0) is rounding  # a spread of 4e-6 at 1e3: rounding
+    one = torch.tensor([[0.5]])
+    assert sharpened(one, 1.0) is one
 
 
 def test_the_teacher_is_distilled_sharpened(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,5 +201,7 @@ def test_a_resumed_run_keeps_the_teacher_it_was_saved_with() -> None:
         strategy.load_state_dict(tensors, older)
     other, _ = _feddf("classes", "mean", teacher_std=None)
     other.load_state_dict(tensors, older)
-    with pytest.raises(ValueError, match="distill.teacher_std=1.0, this run has None"):
+    with pytest.raises(ValueError, match="distill.teacher_std=1.0, this run has null"):
         other.load_state_dict(tensors, rest | {"teacher": "mean"})
+    with pytest.raises(ValueError, match="distill.guard=none, this run has classes"):
+        other.load_state_dict(tensors, rest | {"teacher": "mean", "teacher_std": None})

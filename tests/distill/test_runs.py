@@ -67,7 +67,7 @@ def test_feddf_reports_each_architecture(het) -> None:
     last = lines[-1]
     assert set(last["test_accuracy_by_model"]) == {"logreg", "mlp_2nn"}
     assert last["test_accuracy"] == last["test_accuracy_by_model"]["logreg"]
-    # both well above chance (0.1) after two rounds
+    # both well above chance (0.1) after two rounds (seen: logreg 0.727, mlp_2nn 0.582)
     assert min(last["test_accuracy_by_model"].values()) > 0.5, last["test_accuracy_by_model"]
     for arch, run in last["distill"].items():
         assert 1 <= run["steps"] <= 15, arch

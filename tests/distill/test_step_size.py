@@ -111,7 +111,7 @@ def test_feddf_beats_fedavg_on_the_same_clients_at_alpha_0_1(tmp_path: Path) -> 
     fixed = _accuracy(tmp_path, "fixed", *plain)
     scaled = _accuracy(tmp_path, "scaled", *plain, "distill.step_scale=0.3")
     assert math.isclose(fedavg, 0.596, abs_tol=0.03)
-    assert feddf > fedavg + 0.08  # 0.682 vs 0.596; over seeds 0-4 0.766 vs 0.587
+    assert feddf > fedavg + 0.1  # 0.749 vs 0.596; over seeds 0-4 0.794 vs 0.587
     assert fixed < fedavg < scaled
 
 

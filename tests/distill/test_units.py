@@ -196,6 +196,22 @@ def test_fedmd_next_consensus_is_the_mean_centered_or_not(teacher: str) -> None:
     assert torch.equal(consensus, expected)
 
 
+def test_fedmd_sharpens_a_soft_consensus_and_keeps_its_settings() -> None:
+    strategy = FedMD(StrategyConfig(name="fedmd"))
+    strategy.bind(cast(Federation, SimpleNamespace(config=DistillConfig(teacher_std=4.0))))
+    previous = {"logits": torch.zeros(2, 2)}
+    consensus = strategy.apply(previous, {"logits": torch.tensor([[2.0, 1.0], [6.0, 1.0]])})
+    # centered [[-2, 0], [2, 0]]: std 1.633 over the 4 entries, scaled up to 4
+    centered_mean = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+    assert torch.allclose(consensus["logits"], centered_mean * (4.0 / (8 / 3) ** 0.5))
+    tensors, rest = strategy.state_dict()
+    assert (rest["teacher"], rest["teacher_std"]) == ("centered", 4.0)
+    with pytest.raises(ValueError, match="distill.teacher_std=null, this run has 4.0"):
+        strategy.load_state_dict(tensors, {"ready": True, "teacher": "centered"})
+    overflow = strategy.apply(previous, {"logits": torch.tensor([[3e38, 1.0], [3e38, 1.0]]) * 2})
+    assert torch.equal(overflow["logits"], previous["logits"])  # the previous one is kept
+
+
 def test_pack_and_unpack_round_trip_with_padding() -> None:
     state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([7.0])}
     flat = pack(state, 10)

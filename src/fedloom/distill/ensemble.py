@@ -61,11 +61,13 @@ def centered(scores: Tensor) -> Tensor:
 def sharpened(scores: Tensor, least: float | None) -> Tensor:
     """``scores`` scaled up so that their standard deviation over all entries is at least
     ``least``; as they are when it already is, when ``least`` is None, or when they are
-    constant (nothing to sharpen)."""
+    constant (nothing to sharpen; a spread below a millionth of the largest score is
+    rounding left by centering, not a signal)."""
     if least is None or scores.numel() < 2:
         return scores
     spread = float(scores.std())
-    return scores * (least / spread) if 0 < spread < least else scores
+    floor = 1e-6 * max(1.0, float(scores.abs().max()))
+    return scores * (least / spread) if floor < spread < least else scores
 
 
 def classes_predicted(scores: Tensor) -> int:

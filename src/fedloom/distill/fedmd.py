@@ -8,6 +8,7 @@ the traffic is (public examples x classes) floats each way, whatever the archite
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from fedloom.distill.setup import client_maker, parameter_counts
 from fedloom.distill.strategy import DistillStrategy
 from fedloom.server.config import StrategyConfig
 from fedloom.server.strategy import SampleWeightedMean
+
+log = logging.getLogger(__name__)
 
 SETTINGS = ("teacher", "teacher_std")
 """The ``distill`` keys a checkpoint records and a resumed run must keep."""
@@ -131,7 +134,11 @@ class FedMD(DistillStrategy):
         cfg = self.fed.config
         mean = aggregate[LOGITS]
         consensus = centered(mean) if cfg.teacher == "centered" else mean.clone()
-        return {LOGITS: sharpened(consensus, cfg.teacher_std)}
+        consensus = sharpened(consensus, cfg.teacher_std)
+        if not bool(torch.isfinite(consensus).all()):
+            log.warning("the consensus class scores overflow; the previous one is kept")
+            return {LOGITS: global_state[LOGITS].clone()}
+        return {LOGITS: consensus}
 
     def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
         return {}, {"ready": self.ready, **self.settings(*SETTINGS)}

@@ -13,6 +13,11 @@ BEFORE = {"teacher": "mean", "teacher_std": None, "guard": "classes"}
 """The settings of a checkpoint saved before it recorded them (their defaults then)."""
 
 
+def _setting(value: Any) -> str:
+    """``value`` as a ``--set`` override writes it (None is ``null``)."""
+    return "null" if value is None else str(value)
+
+
 class DistillStrategy(Strategy):
     """A strategy over clients of several architectures. ``distill_feature`` binds it to
     its ``Federation`` before any other feature sees the parts."""
@@ -40,6 +45,7 @@ class DistillStrategy(Strategy):
         for key, now in self.settings(*keys).items():
             then = rest.get(key, BEFORE[key])
             if then != now:
+                then, now = (_setting(v) for v in (then, now))
                 raise ValueError(
                     f"the checkpoint was run with distill.{key}={then}, this run has {now}: "
                     f"resume with distill.{key}={then}"
