@@ -70,6 +70,16 @@ def sharpened(scores: Tensor, least: float | None) -> Tensor:
     return scores * (least / spread) if floor < spread < least else scores
 
 
+def teacher_of(mean: Tensor, cfg: DistillConfig) -> Tensor | None:
+    """The teacher (FedDF) or the consensus (FedMD) made from the client models' mean
+    class scores: ``centered`` when ``distill.teacher`` says so, then ``sharpened`` to
+    ``distill.teacher_std``; a new tensor, or None when it is not finite (a sum that
+    overflowed)."""
+    teacher = centered(mean) if cfg.teacher == "centered" else mean.clone()
+    teacher = sharpened(teacher, cfg.teacher_std)
+    return teacher if bool(torch.isfinite(teacher).all()) else None
+
+
 def classes_predicted(scores: Tensor) -> int:
     """How many distinct classes the class scores pick (argmax) over their rows."""
     return int(scores.argmax(1).unique().numel()) if len(scores) else 0

@@ -25,12 +25,11 @@ from fedloom.distill.ensemble import (
     ADAM,
     Distilled,
     agreement,
-    centered,
     classes_predicted,
     distill_into,
     logits_of,
-    sharpened,
     state_after,
+    teacher_of,
     update_step_sizes,
 )
 from fedloom.distill.setup import client_maker, parameter_counts
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 
 TEACHER = "#ensemble"
 """The aggregate's entry holding the ensemble's mean class scores (no model has it)."""
-SETTINGS = ("teacher", "teacher_std", "guard")
-"""The ``distill`` keys a checkpoint records and a resumed run must keep."""
 SEP = "/"
 """Between an architecture and a tensor name in the aggregate and the checkpoint."""
 
@@ -103,6 +100,7 @@ class FedDF(DistillStrategy):
 
     def __init__(self, config: StrategyConfig, params: Any = None) -> None:
         super().__init__("feddf", config)
+        self.recorded = ("teacher", "teacher_std", "guard")
         self.server_lr = config.server_lr
         self.states: dict[str, Tensors] = {}
         self.round = 0
@@ -133,14 +131,10 @@ class FedDF(DistillStrategy):
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         fed = self.fed
         self.states[fed.primary] = dict(global_state)
-        teacher = aggregate.get(TEACHER)
-        if teacher is not None:
-            if fed.config.teacher == "centered":
-                teacher = centered(teacher)  # the same as centering each client's scores
-            teacher = sharpened(teacher, fed.config.teacher_std)
-        if teacher is not None and not bool(torch.isfinite(teacher).all()):
+        mean = aggregate.get(TEACHER)
+        teacher = None if mean is None else teacher_of(mean, fed.config)
+        if mean is not None and teacher is None:
             log.warning("round %d: the teacher's class scores overflow; not distilled", self.round)
-            teacher = None
         for arch in fed.archs:
             base = self.states[arch]
             prefix = f"{arch}{SEP}"
@@ -210,10 +204,10 @@ class FedDF(DistillStrategy):
         tensors = {  # copies: the first architecture's tensors are also the global state
             f"{a}{SEP}{n}": t.clone() for a, state in self.states.items() for n, t in state.items()
         }
-        return tensors, {"round": self.round, **self.settings(*SETTINGS)}
+        return tensors, {"round": self.round, **self.settings()}
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
-        self.check_settings(rest, *SETTINGS)
+        self.check_settings(rest)
         states: dict[str, Tensors] = {arch: {} for arch in self.fed.archs}
         for key, t in tensors.items():
             arch, _, name = key.partition(SEP)

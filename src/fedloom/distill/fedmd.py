@@ -20,16 +20,13 @@ from torch import Tensor
 from fedloom.core.errors import UpdateRejected
 from fedloom.core.tensors import Tensors
 from fedloom.distill.clients import DIGEST_KEY, LOGITS, REPORT_KEY, FedMDClient
-from fedloom.distill.ensemble import centered, sharpened
+from fedloom.distill.ensemble import teacher_of
 from fedloom.distill.setup import client_maker, parameter_counts
 from fedloom.distill.strategy import DistillStrategy
 from fedloom.server.config import StrategyConfig
 from fedloom.server.strategy import SampleWeightedMean
 
 log = logging.getLogger(__name__)
-
-SETTINGS = ("teacher", "teacher_std")
-"""The ``distill`` keys a checkpoint records and a resumed run must keep."""
 
 
 class ScoreMean(SampleWeightedMean):
@@ -131,18 +128,15 @@ class FedMD(DistillStrategy):
 
     def apply(self, global_state: Mapping[str, Tensor], aggregate: Mapping[str, Tensor]) -> Tensors:
         self.ready = True
-        cfg = self.fed.config
-        mean = aggregate[LOGITS]
-        consensus = centered(mean) if cfg.teacher == "centered" else mean.clone()
-        consensus = sharpened(consensus, cfg.teacher_std)
-        if not bool(torch.isfinite(consensus).all()):
+        consensus = teacher_of(aggregate[LOGITS], self.fed.config)
+        if consensus is None:
             log.warning("the consensus class scores overflow; the previous one is kept")
             return {LOGITS: global_state[LOGITS].clone()}
         return {LOGITS: consensus}
 
     def state_dict(self) -> tuple[Tensors, dict[str, Any]]:
-        return {}, {"ready": self.ready, **self.settings(*SETTINGS)}
+        return {}, {"ready": self.ready, **self.settings()}
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> None:
-        self.check_settings(rest, *SETTINGS)
+        self.check_settings(rest)
         self.ready = bool(rest["ready"])

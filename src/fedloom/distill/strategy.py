@@ -25,6 +25,8 @@ class DistillStrategy(Strategy):
     def __init__(self, name: str, config: StrategyConfig) -> None:
         super().__init__(name, sgd(config.server_lr))
         self._federation: Federation | None = None
+        self.recorded: tuple[str, ...] = ("teacher", "teacher_std")
+        """The ``distill`` keys a checkpoint records and a resumed run must keep."""
 
     def bind(self, federation: Federation) -> None:
         self._federation = federation
@@ -35,14 +37,14 @@ class DistillStrategy(Strategy):
             raise RuntimeError(f"strategy {self.name} was not bound to its federation")
         return self._federation
 
-    def settings(self, *keys: str) -> dict[str, Any]:
-        """The ``distill`` settings ``keys`` to save with a checkpoint."""
-        return {key: getattr(self.fed.config, key) for key in keys}
+    def settings(self) -> dict[str, Any]:
+        """The ``distill`` settings named in ``recorded``, to save with a checkpoint."""
+        return {key: getattr(self.fed.config, key) for key in self.recorded}
 
-    def check_settings(self, rest: Mapping[str, Any], *keys: str) -> None:
-        """ValueError unless the checkpoint's ``rest`` was run with this run's ``keys``:
-        a resumed run must not change its teacher halfway."""
-        for key, now in self.settings(*keys).items():
+    def check_settings(self, rest: Mapping[str, Any]) -> None:
+        """ValueError unless the checkpoint's ``rest`` was run with this run's recorded
+        settings: a resumed run must not change its teacher halfway."""
+        for key, now in self.settings().items():
             then = rest.get(key, BEFORE[key])
             if then != now:
                 then, now = (_setting(v) for v in (then, now))
