@@ -34,6 +34,8 @@ from typing import Any
 
 from fedloom.config import load_config
 from fedloom.experiment import Experiment
+from fedloom.models.registry import register_model
+from fedloom.models.zoo import mlp_2nn
 
 COMMON = [
     "data.partition=dirichlet",
@@ -52,6 +54,10 @@ THREE = (
 MEAN = ["distill.teacher=mean", "distill.teacher_std=null"]
 """The plain mean of the client models' class scores as teacher (or consensus)."""
 TWO = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: logreg, fraction: 0.5}]"
+TWIN = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: mlp_2nn_twin, fraction: 0.5}]"
+"""Half the clients on ``mlp_2nn``, half on a copy of it registered under another name: what
+splitting the clients into two architectures costs when the architectures are the same."""
+register_model("mlp_2nn_twin")(mlp_2nn)
 
 
 def runs(mixes: dict[str, str]) -> dict[str, list[str]]:
@@ -85,7 +91,7 @@ def tasks(data_dir: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
     return {
         "digits": (
             ["data.name=digits"],
-            {"mlp_2nn + cnn + logreg": THREE, "mlp_2nn + logreg": TWO},
+            {"mlp_2nn + cnn + logreg": THREE, "mlp_2nn + logreg": TWO, "mlp_2nn + its twin": TWIN},
         ),
         "mnist": (
             ["data.name=mnist", f"data.dir={data_dir}", "data.files=test"],

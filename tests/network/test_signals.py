@@ -31,10 +31,22 @@ ENTRY = "from fedloom.cli import main; main()"
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: a server killed by SIGABRT writes every thread's stack to its log
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-c", ENTRY, *args], stdout=out, stderr=out,
                                 env=env)  # fmt: skip
+
+
+def _exit_code(server: subprocess.Popen[bytes], timeout: float, log: Path) -> int:
+    """``server``'s exit status; one that has not exited within ``timeout`` seconds is
+    aborted and the test fails with the end of its log, where its threads' stacks are."""
+    try:
+        return server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.send_signal(signal.SIGABRT)
+        server.wait(timeout=30)
+        pytest.fail(f"the server did not exit within {timeout:g} s:\n{log.read_text()[-6000:]}")
 
 
 def _watch_for(channel: GrpcClientChannel, wanted: str, seen: list[str]) -> None:
@@ -77,7 +89,7 @@ def test_sigterm_mid_round_keeps_the_checkpoint_says_retry_and_the_restart_resum
         wait_until(lambda: "fit" in seen, 60, "the observer sees round 2 open", [server])
 
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) == 128 + signal.SIGTERM
+        assert _exit_code(server, 60, log) == 128 + signal.SIGTERM
         watcher.join(timeout=60)
         observer.close()
         assert seen[-1] == "retry" and "done" not in seen, seen
@@ -91,7 +103,7 @@ def test_sigterm_mid_round_keeps_the_checkpoint_says_retry_and_the_restart_resum
         server = _spawn(["server", *common, f"network.address={address}"], log)
         wait_until(port_file.exists, 120, "the server restarts", [server])
         gate.open(3)  # the client, still polling, answers the restarted server
-        assert server.wait(timeout=180) == 0
+        assert _exit_code(server, 180, log) == 0
         client.join(timeout=60)
         assert not client.is_alive(), "the client did not hear that the run is done"
     finally:
@@ -119,7 +131,7 @@ def test_sigint_while_waiting_for_clients_exits_130_and_a_port_in_use_is_one_lin
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         server.send_signal(signal.SIGINT)  # it is still waiting for its clients
-        assert server.wait(timeout=60) == 128 + signal.SIGINT
+        assert _exit_code(server, 60, log) == 128 + signal.SIGINT
     finally:
         if server.poll() is None:
             server.kill()
