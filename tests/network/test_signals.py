@@ -14,15 +14,19 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from fedloom.config import load_config
+from fedloom.core.message import Message
 from fedloom.network.client import client_settings
 from fedloom.network.server import serve, server_experiment
+from fedloom.network.stopping import Interrupted, stop_on_signals
 from fedloom.transport.grpc_client import GrpcClientChannel
+from fedloom.transport.grpc_server import GrpcServerSettings, GrpcServerTransport
 
 from ..processes import wait_until
 from .conftest import SMALL, Gate, network_overrides, start_clients, tokens_for
@@ -214,3 +218,35 @@ def test_a_client_told_retry_keeps_polling_until_done_or_give_up():
     with pytest.raises(FedloomError, match="server unavailable for 0.05 s"):
         run_client(None, forever, brief)  # type: ignore[arg-type]
     assert forever.polls > 3  # it polled again and again before giving up
+
+
+def _signal_this_thread_soon(sig: signal.Signals) -> None:
+    """Deliver ``sig`` to a thread other than the main one, as the OS may do with a
+    signal sent to the process while gRPC's threads run."""
+
+    def send() -> None:
+        time.sleep(0.3)
+        signal.pthread_kill(threading.get_ident(), sig)
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+def test_a_signal_that_lands_on_another_thread_stops_the_waits_before_their_deadlines():
+    tokens = {"0": "token-for-the-only-client-0"}
+    settings = GrpcServerSettings("127.0.0.1:0", tokens, deadline_s=60.0, poll_s=0.2,
+                                  wait_for_clients=1, startup_timeout_s=60.0)  # fmt: skip
+    transport = GrpcServerTransport(settings)
+    transport.start()
+    try:
+        for wait in (
+            lambda: transport.await_clients(resumed=False),  # no client ever comes
+            lambda: list(transport.exchange({"0": Message("fit", 1, "server", b"x", {})})),
+        ):
+            started = time.monotonic()
+            with stop_on_signals(), pytest.raises(Interrupted):
+                _signal_this_thread_soon(signal.SIGTERM)
+                wait()
+            # the main thread woke and ran the handler: the 60 s wait did not run out first
+            assert time.monotonic() - started < settings.deadline_s / 2
+    finally:
+        transport.finish(linger_s=0)

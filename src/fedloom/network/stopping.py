@@ -7,6 +7,10 @@ a checkpoint's state file is replaced atomically after its tensors are on disk, 
 run directory holds the last completed round's checkpoint whatever was interrupted, and
 a restart on it resumes from there (exactly as after a SIGKILL). Later signals are
 ignored while the server tells its clients to retry and shuts down.
+
+The OS may hand the signal to any thread, one of gRPC's included; Python runs the handler
+in the main thread only when that thread next executes Python code, so the transport
+never blocks the main thread for longer than ``WAKE_S`` at a time.
 """
 
 from __future__ import annotations

@@ -120,6 +120,12 @@ class _Round:
         return max(0.0, self.deadline - time.monotonic())
 
 
+WAKE_S = 0.5
+"""The longest the round loop's thread blocks at once. The OS may deliver SIGTERM to any
+thread, gRPC's included; Python then runs its handler only when the main thread next
+wakes, so a wait as long as a round's deadline would hold off a stop for that long."""
+
+
 class GrpcServerTransport:
     def __init__(self, settings: GrpcServerSettings) -> None:
         self.settings = settings
@@ -232,8 +238,10 @@ class GrpcServerTransport:
         try:
             while pending:
                 try:
-                    cid, reply = self._replies.get(timeout=current.time_left())
+                    cid, reply = self._replies.get(timeout=min(current.time_left(), WAKE_S))
                 except queue.Empty:
+                    if current.time_left() > 0:
+                        continue
                     break
                 pending.discard(cid)
                 try:
@@ -278,9 +286,12 @@ class GrpcServerTransport:
     def _wait_seen(self, count: int, deadline: float) -> bool:
         """Wait until ``count`` distinct clients have called in or ``deadline`` passed."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: len(self._seen) >= count, timeout=max(0.0, deadline - time.monotonic())
-            )
+            while len(self._seen) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, WAKE_S))  # WAKE_S: a signal's handler can run
+            return True
 
     def _close_round(self) -> None:
         with self._cond:
