@@ -57,7 +57,6 @@ TWO = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: logreg, fraction
 TWIN = "clients.models=[{model: mlp_2nn, fraction: 0.5}, {model: mlp_2nn_twin, fraction: 0.5}]"
 """Half the clients on ``mlp_2nn``, half on a copy of it registered under another name: what
 splitting the clients into two architectures costs when the architectures are the same."""
-register_model("mlp_2nn_twin")(mlp_2nn)
 
 
 def runs(mixes: dict[str, str]) -> dict[str, list[str]]:
@@ -159,6 +158,7 @@ def main() -> None:
         "--data", type=Path, default=Path(__file__).parents[1] / "../shared/data/mnist"
     )
     args = parser.parse_args()
+    register_model("mlp_2nn_twin")(mlp_2nn)  # TWIN's copy; registered once per process
     logging.basicConfig(level=logging.ERROR)
     seeds = [int(s) for s in args.seeds.split(",")]
     chosen = ["digits", "mnist"] if args.task == "both" else [args.task]

@@ -4,9 +4,7 @@ dropped, and the run still completes. Every kill acts on a state the test has ob
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,20 +13,8 @@ from fedloom.config import load_config
 from fedloom.experiment import Experiment
 from fedloom.network.server import server_experiment
 
-from ..processes import sigkill, wait_until
+from ..processes import exit_code, sigkill, spawn_cli, wait_until
 from .conftest import Gate, network_overrides, start_clients, tokens_for
-
-ENTRY = "from fedloom.cli import main; main()"
-
-
-def _spawn(args: list[str], log: Path, token: str | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if token is not None:
-        env["FEDLOOM_TOKEN"] = token
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", ENTRY, *args], stdout=out, stderr=out, env=env
-        )
 
 
 def _checkpoint_round(run: Path) -> int:
@@ -63,7 +49,7 @@ def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
     # the last server's short one is the wait for the dead client
     held, last = ["network.round_deadline_s=120"], ["network.round_deadline_s=10"]
     server_log = tmp_path / "server.log"
-    server = _spawn(["server", *common, *held, "network.address=127.0.0.1:0"], server_log)
+    server = spawn_cli(["server", *common, *held, "network.address=127.0.0.1:0"], server_log)
     client1: subprocess.Popen[bytes] | None = None
     try:
         wait_until(port_file.exists, 120, "the server starts", [server])
@@ -71,8 +57,8 @@ def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
         gate = Gate(opened=1)
         (client0,) = start_clients(common, address, [0], lambda k: tokens[str(k)],
                                    gates={0: gate})  # fmt: skip
-        client1 = _spawn(["client", "--server", address, "--partition", "1", *common],
-                         tmp_path / "client-1.log", tokens["1"])  # fmt: skip
+        client1 = spawn_cli(["client", "--server", address, "--partition", "1", *common],
+                         tmp_path / "client-1.log", FEDLOOM_TOKEN=tokens["1"])  # fmt: skip
 
         gate.wait_holding(2)  # round 1 is checkpointed, round 2 is open
         assert _checkpoint_round(run) == 1
@@ -85,7 +71,7 @@ def test_server_and_client_killed_with_sigkill_run_completes(tmp_path):
         server = _restart(server, [*common, *last], address, port_file, server_log)
         gate.open(3)
 
-        assert server.wait(timeout=120) == 0
+        assert exit_code(server, 120, server_log) == 0
         client0.join(timeout=30)
         assert not client0.is_alive(), "client 0 did not hear that the run is done"
     finally:
@@ -111,7 +97,7 @@ def _restart(
     """SIGKILL the server, start it again on the same address, return once it serves."""
     sigkill(server)
     port_file.unlink()
-    server = _spawn(["server", *common, f"network.address={address}"], log)
+    server = spawn_cli(["server", *common, f"network.address={address}"], log)
     wait_until(port_file.exists, 120, "the server restarts", [server])
     return server
 

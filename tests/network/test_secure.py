@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -26,10 +24,9 @@ from fedloom.secure.round import SecureClientHandler, SecureRound
 from fedloom.transport.grpc_client import GrpcClientChannel
 from fedloom.transport.grpc_common import VERSION_KEY, check_protocol
 
-from ..processes import wait_until
+from ..processes import exit_code, spawn_cli, wait_until
 from .conftest import SMALL, ThreadedServer, network_overrides, start_clients, tokens_for
 
-ENTRY = "from fedloom.cli import main; main()"
 SECURE = ["secure.mode=secagg"]
 
 
@@ -150,20 +147,13 @@ class StageGate:
             self._cond.notify_all()
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-c", ENTRY, *args], stdout=out, stderr=out,
-                                env=env)  # fmt: skip
-
-
 @pytest.mark.slow
 def test_sigterm_mid_stage_abandons_the_round_and_the_restart_resumes(tmp_path: Path) -> None:
     tokens = tokens_for(2)
     run, port_file, log = tmp_path / "run", tmp_path / "address", tmp_path / "server.log"
     common = [*_overrides(tmp_path, 2, rounds=3, deadline_s=120), f"network.port_file={port_file}",
               "network.give_up_s=120", "network.linger_s=3"]  # fmt: skip
-    server = _spawn(["server", *common], log)
+    server = spawn_cli(["server", *common], log)
     try:
         wait_until(port_file.exists, 120, "the server starts", [server])
         address = port_file.read_text().strip()
@@ -172,7 +162,7 @@ def test_sigterm_mid_stage_abandons_the_round_and_the_restart_resumes(tmp_path: 
                                 gates={0: gate})  # type: ignore[dict-item]  # fmt: skip
         gate.wait_holding()
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) == 128 + signal.SIGTERM
+        assert exit_code(server, 60, log) == 128 + signal.SIGTERM
         text = log.read_text()
         assert "error: stopped by SIGTERM after round 1; clients were told to retry" in text
         assert "Traceback" not in text
@@ -181,10 +171,10 @@ def test_sigterm_mid_stage_abandons_the_round_and_the_restart_resumes(tmp_path: 
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
         port_file.unlink()
-        server = _spawn(["server", *common, f"network.address={address}"], log)
+        server = spawn_cli(["server", *common, f"network.address={address}"], log)
         wait_until(port_file.exists, 120, "the server restarts", [server])
         gate.open()  # the old round's answer is refused; round 2 starts over with new keys
-        assert server.wait(timeout=180) == 0
+        assert exit_code(server, 180, log) == 0
         for client in clients:
             client.join(timeout=60)
     finally:
@@ -221,7 +211,7 @@ def test_deploy_local_8_secagg_finishes_with_a_client_killed_mid_run(tmp_path: P
     args = ["deploy-local", "8", "model.name=logreg", "rounds=3", "train.local_epochs=1",
             "seed=5", *SECURE, "network.round_deadline_s=20", "network.poll_s=1",
             "network.linger_s=1", f"output_dir={run}"]  # fmt: skip
-    deploy = _spawn(args, tmp_path / "deploy.log")
+    deploy = spawn_cli(args, tmp_path / "deploy.log")
     try:
         metrics = run / "metrics.jsonl"
         wait_until(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1, 300,

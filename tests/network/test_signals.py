@@ -8,7 +8,6 @@ at a gate, or the server listening)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -28,29 +27,8 @@ from fedloom.network.stopping import Interrupted, stop_on_signals
 from fedloom.transport.grpc_client import GrpcClientChannel
 from fedloom.transport.grpc_server import GrpcServerSettings, GrpcServerTransport
 
-from ..processes import wait_until
+from ..processes import CLI, exit_code, spawn_cli, wait_until
 from .conftest import SMALL, Gate, network_overrides, start_clients, tokens_for
-
-ENTRY = "from fedloom.cli import main; main()"
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # faulthandler: a server killed by SIGABRT writes every thread's stack to its log
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-c", ENTRY, *args], stdout=out, stderr=out,
-                                env=env)  # fmt: skip
-
-
-def _exit_code(server: subprocess.Popen[bytes], timeout: float, log: Path) -> int:
-    """``server``'s exit status; one that has not exited within ``timeout`` seconds is
-    aborted and the test fails with the end of its log, where its threads' stacks are."""
-    try:
-        return server.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        server.send_signal(signal.SIGABRT)
-        server.wait(timeout=30)
-        pytest.fail(f"the server did not exit within {timeout:g} s:\n{log.read_text()[-6000:]}")
 
 
 def _watch_for(channel: GrpcClientChannel, wanted: str, seen: list[str]) -> None:
@@ -77,7 +55,7 @@ def test_sigterm_mid_round_keeps_the_checkpoint_says_retry_and_the_restart_resum
     common = [*SMALL, "clients.num=1", "clients.per_round=1", *network_overrides(tmp_path, 1),
               f"output_dir={run}", f"network.port_file={port_file}", "network.give_up_s=120",
               "network.round_deadline_s=120", "network.linger_s=3"]  # fmt: skip
-    server = _spawn(["server", *common], log)
+    server = spawn_cli(["server", *common], log)
     try:
         wait_until(port_file.exists, 120, "the server starts", [server])
         address = port_file.read_text().strip()
@@ -93,7 +71,7 @@ def test_sigterm_mid_round_keeps_the_checkpoint_says_retry_and_the_restart_resum
         wait_until(lambda: "fit" in seen, 60, "the observer sees round 2 open", [server])
 
         server.send_signal(signal.SIGTERM)
-        assert _exit_code(server, 60, log) == 128 + signal.SIGTERM
+        assert exit_code(server, 60, log) == 128 + signal.SIGTERM
         watcher.join(timeout=60)
         observer.close()
         assert seen[-1] == "retry" and "done" not in seen, seen
@@ -104,10 +82,10 @@ def test_sigterm_mid_round_keeps_the_checkpoint_says_retry_and_the_restart_resum
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
         port_file.unlink()
-        server = _spawn(["server", *common, f"network.address={address}"], log)
+        server = spawn_cli(["server", *common, f"network.address={address}"], log)
         wait_until(port_file.exists, 120, "the server restarts", [server])
         gate.open(3)  # the client, still polling, answers the restarted server
-        assert _exit_code(server, 180, log) == 0
+        assert exit_code(server, 180, log) == 0
         client.join(timeout=60)
         assert not client.is_alive(), "the client did not hear that the run is done"
     finally:
@@ -124,18 +102,18 @@ def test_sigint_while_waiting_for_clients_exits_130_and_a_port_in_use_is_one_lin
     run, port_file = tmp_path / "run", tmp_path / "address"
     common = [*SMALL, *network_overrides(tmp_path, 3), f"output_dir={run}"]
     log = tmp_path / "server.log"
-    server = _spawn(["server", *common, f"network.port_file={port_file}"], log)
+    server = spawn_cli(["server", *common, f"network.port_file={port_file}"], log)
     try:
         wait_until(port_file.exists, 120, "the server listens", [server])
         address = port_file.read_text().strip()
         # a second server on the same port: one line, no traceback, non-zero
         clash = subprocess.run(
-            [sys.executable, "-c", ENTRY, "server", *common, f"network.address={address}",
+            [sys.executable, "-c", CLI, "server", *common, f"network.address={address}",
              f"output_dir={tmp_path / 'other'}"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         server.send_signal(signal.SIGINT)  # it is still waiting for its clients
-        assert _exit_code(server, 60, log) == 128 + signal.SIGINT
+        assert exit_code(server, 60, log) == 128 + signal.SIGINT
     finally:
         if server.poll() is None:
             server.kill()

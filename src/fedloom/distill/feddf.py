@@ -98,9 +98,10 @@ class EnsembleAggregator:
 class FedDF(DistillStrategy):
     """``strategy.name=feddf``; the server's global state is the first architecture's."""
 
+    recorded = ("teacher", "teacher_std", "guard")
+
     def __init__(self, config: StrategyConfig, params: Any = None) -> None:
         super().__init__("feddf", config)
-        self.recorded = ("teacher", "teacher_std", "guard")
         self.server_lr = config.server_lr
         self.states: dict[str, Tensors] = {}
         self.round = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from fedloom.distill.setup import Federation
 from fedloom.server.config import StrategyConfig
@@ -22,11 +22,12 @@ class DistillStrategy(Strategy):
     """A strategy over clients of several architectures. ``distill_feature`` binds it to
     its ``Federation`` before any other feature sees the parts."""
 
+    recorded: ClassVar[tuple[str, ...]] = ("teacher", "teacher_std")
+    """The ``distill`` keys a checkpoint records and a resumed run must keep."""
+
     def __init__(self, name: str, config: StrategyConfig) -> None:
         super().__init__(name, sgd(config.server_lr))
         self._federation: Federation | None = None
-        self.recorded: tuple[str, ...] = ("teacher", "teacher_std")
-        """The ``distill`` keys a checkpoint records and a resumed run must keep."""
 
     def bind(self, federation: Federation) -> None:
         self._federation = federation
